@@ -1,0 +1,316 @@
+package io.flannelnp.config;
+
+import io.flannelnp.ipam.Cidr;
+import java.net.URI;
+import java.net.URISyntaxException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Optional;
+import java.util.function.Supplier;
+
+/**
+ * The daemon's validated configuration, read from environment variables as a Docker managed
+ * plugin passes them. Every rule is checked here, at start, so that a bad value stops the daemon
+ * with one line (see {@link ConfigException}) instead of failing later inside a Docker call.
+ */
+public record Config(
+    List<String> etcdEndpoints,
+    String etcdPrefix,
+    Optional<EtcdTls> etcdTls,
+    FlannelOptions flannelOptions,
+    List<Cidr> availableSubnets,
+    int networkSubnetSize,
+    int hostSubnetSize,
+    int vniStart,
+    long subnetLeaseTtlSeconds,
+    boolean dnsDockerCompatibilityMode,
+    int dnsTtl,
+    boolean hookAvailable,
+    String pluginSocket,
+    String dockerSocket,
+    String nodeName,
+    Optional<HostPort> adminListen,
+    String logLevel) {
+
+  /** TLS material for etcd; a CA alone verifies the server, cert+key also authenticate us. */
+  public record EtcdTls(Optional<Path> caFile, Optional<Path> certFile, Optional<Path> keyFile) {}
+
+  public record HostPort(String host, int port) {
+    @Override
+    public String toString() {
+      return host + ":" + port;
+    }
+  }
+
+  /** Largest VNI a VXLAN header carries (24 bits). */
+  public static final int MAX_VNI = 16_777_215;
+
+  public static Config fromEnv(Map<String, String> env) {
+    return fromEnv(env, Config::systemHostName);
+  }
+
+  public static Config fromEnv(Map<String, String> env, Supplier<String> hostName) {
+    Reader r = new Reader(env);
+
+    List<String> endpoints = parseEndpoints(r.get(Setting.ETCD_ENDPOINTS));
+    String prefix = parsePrefix(r.get(Setting.ETCD_PREFIX));
+    Optional<EtcdTls> tls = parseTls(r, endpoints);
+    FlannelOptions flannel = FlannelOptions.parse(r.get(Setting.DEFAULT_FLANNEL_OPTIONS));
+    List<Cidr> subnets = parseSubnets(r.get(Setting.AVAILABLE_SUBNETS));
+
+    int netSize = r.integer(Setting.NETWORK_SUBNET_SIZE, 1, 29);
+    for (Cidr c : subnets) {
+      if (netSize < c.prefix()) {
+        throw new ConfigException(Setting.NETWORK_SUBNET_SIZE.name(), r.get(Setting.NETWORK_SUBNET_SIZE),
+            "must not be shorter than the prefix of every AVAILABLE_SUBNETS block, but " + c
+                + " is a /" + c.prefix() + " (use " + c.prefix() + " or more)");
+      }
+    }
+    int hostSize = r.integer(Setting.DEFAULT_HOST_SUBNET_SIZE, 2, 30);
+    if (hostSize <= netSize) {
+      throw new ConfigException(Setting.DEFAULT_HOST_SUBNET_SIZE.name(), r.get(Setting.DEFAULT_HOST_SUBNET_SIZE),
+          "must be longer than NETWORK_SUBNET_SIZE (" + netSize + "), so a network holds a cluster range and node blocks");
+    }
+    int vniStart = r.integer(Setting.VNI_START, 0, MAX_VNI - 1);
+    long ttl = r.integer(Setting.SUBNET_LEASE_TTL, 5, 30 * 86400);
+    boolean compat = r.bool(Setting.DNS_DOCKER_COMPATIBILITY_MODE);
+    int dnsTtl = r.integer(Setting.DNS_TTL, 0, 2_147_483_647);
+    boolean hook = r.bool(Setting.IS_HOOK_AVAILABLE);
+    String socket = r.socketPath(Setting.PLUGIN_SOCKET);
+    String dockerSocket = r.socketPath(Setting.DOCKER_SOCKET);
+
+    String node = r.get(Setting.NODE_NAME);
+    if (node.isEmpty()) {
+      node = hostName.get();
+    }
+    if (!node.matches("[A-Za-z0-9][A-Za-z0-9._-]{0,62}")) {
+      throw new ConfigException(Setting.NODE_NAME.name(), node,
+          "must be 1-63 characters of A-Z a-z 0-9 . _ - starting with a letter or digit");
+    }
+    Optional<HostPort> admin = parseAdmin(r.get(Setting.ADMIN_LISTEN));
+    String level = r.get(Setting.LOG_LEVEL).trim().toLowerCase(Locale.ROOT);
+    if (!List.of("error", "warn", "info", "debug", "trace").contains(level)) {
+      throw new ConfigException(Setting.LOG_LEVEL.name(), r.get(Setting.LOG_LEVEL),
+          "must be one of error, warn, info, debug, trace");
+    }
+    return new Config(List.copyOf(endpoints), prefix, tls, flannel, List.copyOf(subnets), netSize, hostSize,
+        vniStart, ttl, compat, dnsTtl, hook, socket, dockerSocket, node, admin, level);
+  }
+
+  // ---- capacity -------------------------------------------------------------------------
+
+  /** How many networks AVAILABLE_SUBNETS holds at NETWORK_SUBNET_SIZE. */
+  public long networkCapacity() {
+    long n = 0;
+    for (Cidr c : availableSubnets) {
+      n += c.count(networkSubnetSize);
+    }
+    return n;
+  }
+
+  /** Node blocks per network: all host-sized blocks but the first, which is the cluster range. */
+  public long nodesPerNetwork() {
+    return (1L << (hostSubnetSize - networkSubnetSize)) - 1;
+  }
+
+  /** Container addresses per node block: all but .0 (flannel.VNI), the gateway and broadcast. */
+  public long addressesPerNode() {
+    return (1L << (32 - hostSubnetSize)) - 3;
+  }
+
+  public String capacityLine() {
+    return "capacity: " + networkCapacity() + " networks of /" + networkSubnetSize + " in " + availableSubnets
+        + ", " + nodesPerNetwork() + " nodes per network (/" + hostSubnetSize + " each, first block is the cluster range)"
+        + ", " + addressesPerNode() + " container addresses per node";
+  }
+
+  // ---- parsing helpers ------------------------------------------------------------------
+
+  private static List<String> parseEndpoints(String raw) {
+    String var = Setting.ETCD_ENDPOINTS.name();
+    if (raw.isBlank()) {
+      throw new ConfigException(var, raw, "is required: comma-separated etcd URLs such as http://10.0.0.5:2379");
+    }
+    List<String> out = new ArrayList<>();
+    for (String part : raw.split(",", -1)) {
+      String e = part.trim();
+      if (e.isEmpty()) {
+        throw new ConfigException(var, raw, "has an empty entry; separate URLs with single commas");
+      }
+      if (!e.contains("://")) {
+        throw new ConfigException(var, raw, "'" + e + "' must start with http:// or https://");
+      }
+      URI u;
+      try {
+        u = new URI(e);
+      } catch (URISyntaxException ex) {
+        throw new ConfigException(var, raw, "'" + e + "' is not a URL: " + ex.getReason());
+      }
+      if (!"http".equals(u.getScheme()) && !"https".equals(u.getScheme())) {
+        throw new ConfigException(var, raw, "'" + e + "' must start with http:// or https://");
+      }
+      if (u.getHost() == null || u.getPort() < 1 || u.getPort() > 65535) {
+        throw new ConfigException(var, raw, "'" + e + "' must name a host and a port, e.g. http://10.0.0.5:2379");
+      }
+      if (u.getRawPath() != null && !u.getRawPath().isEmpty() && !u.getRawPath().equals("/")
+          || u.getRawQuery() != null || u.getUserInfo() != null) {
+        throw new ConfigException(var, raw, "'" + e + "' must be scheme://host:port only");
+      }
+      out.add(u.getScheme() + "://" + u.getHost() + ":" + u.getPort());
+    }
+    return out;
+  }
+
+  private static String parsePrefix(String raw) {
+    String var = Setting.ETCD_PREFIX.name();
+    String p = raw.trim();
+    while (p.length() > 1 && p.endsWith("/")) {
+      p = p.substring(0, p.length() - 1);
+    }
+    if (!p.startsWith("/") || p.length() < 2 || p.contains("//") || !p.matches("[A-Za-z0-9._/-]+")) {
+      throw new ConfigException(var, raw, "must be an absolute key path like /flannel (characters A-Z a-z 0-9 . _ - /)");
+    }
+    return p;
+  }
+
+  private static Optional<EtcdTls> parseTls(Reader r, List<String> endpoints) {
+    Optional<Path> ca = r.file(Setting.ETCD_CA_FILE);
+    Optional<Path> cert = r.file(Setting.ETCD_CERT_FILE);
+    Optional<Path> key = r.file(Setting.ETCD_KEY_FILE);
+    if (cert.isPresent() != key.isPresent()) {
+      Setting missing = cert.isPresent() ? Setting.ETCD_KEY_FILE : Setting.ETCD_CERT_FILE;
+      throw new ConfigException(missing.name(), "", "must be set together with "
+          + (cert.isPresent() ? Setting.ETCD_CERT_FILE : Setting.ETCD_KEY_FILE).name());
+    }
+    if (ca.isEmpty() && cert.isEmpty()) {
+      return Optional.empty();
+    }
+    for (String e : endpoints) {
+      if (!e.startsWith("https://")) {
+        throw new ConfigException(Setting.ETCD_ENDPOINTS.name(), String.join(",", endpoints),
+            "must use https:// when ETCD_CA_FILE/ETCD_CERT_FILE are set, but '" + e + "' does not");
+      }
+    }
+    return Optional.of(new EtcdTls(ca, cert, key));
+  }
+
+  private static List<Cidr> parseSubnets(String raw) {
+    String var = Setting.AVAILABLE_SUBNETS.name();
+    if (raw.isBlank()) {
+      throw new ConfigException(var, raw, "is required: comma-separated IPv4 CIDRs such as 10.1.0.0/16,10.2.0.0/16");
+    }
+    List<Cidr> out = new ArrayList<>();
+    for (String part : raw.split(",", -1)) {
+      String s = part.trim();
+      if (s.isEmpty()) {
+        throw new ConfigException(var, raw, "has an empty entry; separate CIDRs with single commas");
+      }
+      Cidr c;
+      try {
+        c = Cidr.parse(s);
+      } catch (IllegalArgumentException e) {
+        throw new ConfigException(var, raw, "'" + s + "' is not a valid IPv4 CIDR: " + e.getMessage());
+      }
+      for (Cidr prev : out) {
+        if (prev.overlaps(c)) {
+          throw new ConfigException(var, raw, c + " overlaps " + prev + "; blocks must be disjoint");
+        }
+      }
+      out.add(c);
+    }
+    return out;
+  }
+
+  private static Optional<HostPort> parseAdmin(String raw) {
+    String var = Setting.ADMIN_LISTEN.name();
+    String s = raw.trim();
+    if (s.isEmpty() || s.equalsIgnoreCase("off")) {
+      return Optional.empty();
+    }
+    int colon = s.lastIndexOf(':');
+    if (colon < 0) {
+      throw new ConfigException(var, raw, "must be host:port (e.g. 127.0.0.1:9090) or :port for loopback");
+    }
+    String host = colon == 0 ? "127.0.0.1" : s.substring(0, colon);
+    String port = s.substring(colon + 1);
+    if (!port.matches("\\d{1,5}") || Integer.parseInt(port) < 1 || Integer.parseInt(port) > 65535) {
+      throw new ConfigException(var, raw, "port must be 1-65535");
+    }
+    if (!host.matches("[A-Za-z0-9.\\-]+|\\[[0-9A-Fa-f:]+\\]")) {
+      throw new ConfigException(var, raw, "host '" + host + "' is not a host name or address");
+    }
+    return Optional.of(new HostPort(host, Integer.parseInt(port)));
+  }
+
+  static String systemHostName() {
+    try {
+      String h = Files.readString(Path.of("/proc/sys/kernel/hostname")).trim();
+      if (!h.isEmpty()) {
+        return h;
+      }
+    } catch (Exception ignored) {
+      // fall through
+    }
+    String h = System.getenv("HOSTNAME");
+    return h == null || h.isBlank() ? "localhost" : h;
+  }
+
+  /** Reads one setting with its default; the helpers each enforce one kind of rule. */
+  private static final class Reader {
+    private final Map<String, String> env;
+
+    Reader(Map<String, String> env) {
+      this.env = env;
+    }
+
+    String get(Setting s) {
+      String v = env.get(s.name());
+      return v == null ? s.defaultValue() : v;
+    }
+
+    int integer(Setting s, int min, int max) {
+      String v = get(s).trim();
+      if (!v.matches("-?\\d{1,10}")) {
+        throw new ConfigException(s.name(), get(s), "must be an integer between " + min + " and " + max);
+      }
+      long n = Long.parseLong(v);
+      if (n < min || n > max) {
+        throw new ConfigException(s.name(), get(s), "must be an integer between " + min + " and " + max);
+      }
+      return (int) n;
+    }
+
+    boolean bool(Setting s) {
+      String v = get(s).trim().toLowerCase(Locale.ROOT);
+      return switch (v) {
+        case "true" -> true;
+        case "false" -> false;
+        default -> throw new ConfigException(s.name(), get(s), "must be true or false");
+      };
+    }
+
+    String socketPath(Setting s) {
+      String v = get(s);
+      if (!v.startsWith("/") || v.length() > 107 || v.endsWith("/") || v.chars().anyMatch(c -> c < 0x21)) {
+        throw new ConfigException(s.name(), v, "must be an absolute file path of at most 107 characters without spaces");
+      }
+      return v;
+    }
+
+    Optional<Path> file(Setting s) {
+      String v = get(s).trim();
+      if (v.isEmpty()) {
+        return Optional.empty();
+      }
+      Path p = Path.of(v);
+      if (!Files.isRegularFile(p) || !Files.isReadable(p)) {
+        throw new ConfigException(s.name(), v, "must name a readable file");
+      }
+      return Optional.of(p);
+    }
+  }
+}

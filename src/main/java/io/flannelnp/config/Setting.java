@@ -1,0 +1,44 @@
+package io.flannelnp.config;
+
+/**
+ * Every environment variable the daemon reads, with its default and what it does. This is the
+ * single list the README's settings table and plugin-bundle/config.json are checked against
+ * (see SettingsDocumentedTest).
+ */
+public enum Setting {
+  ETCD_ENDPOINTS("", "Comma-separated etcd client URLs (http:// or https://). Required."),
+  ETCD_PREFIX("/flannel", "Root of every etcd key flannel-np reads or writes."),
+  ETCD_CA_FILE("", "CA bundle that verifies etcd's server certificate (enables TLS)."),
+  ETCD_CERT_FILE("", "Client certificate for etcd (with ETCD_KEY_FILE)."),
+  ETCD_KEY_FILE("", "Private key of ETCD_CERT_FILE (PKCS#8 PEM)."),
+  DEFAULT_FLANNEL_OPTIONS("", "Flannel flags honoured: -iface=NAME, -public-ip=ADDR, -subnet-lease-renew-margin=MINUTES; separated by ',' or spaces."),
+  AVAILABLE_SUBNETS("", "Comma-separated IPv4 blocks that networks are carved from. Required."),
+  NETWORK_SUBNET_SIZE("20", "Prefix length of each network's subnet."),
+  DEFAULT_HOST_SUBNET_SIZE("25", "Prefix length of each node's block inside a network (Flannel SubnetLen)."),
+  VNI_START("6514", "VNIs are allocated from VNI_START+1 upwards, one per network, unique in the cluster."),
+  SUBNET_LEASE_TTL("86400", "Seconds a node's Flannel subnet lease lives without renewal (Flannel: 24 h)."),
+  DNS_DOCKER_COMPATIBILITY_MODE("true", "true: Docker's first-network-wins answer order; false: merge all networks."),
+  DNS_TTL("600", "TTL in seconds of the DNS answers flannel-np gives (Docker uses 600)."),
+  IS_HOOK_AVAILABLE("false", "true when the OCI createContainer hook (hook/) is installed on the host."),
+  PLUGIN_SOCKET("/run/docker/plugins/flannel-np.sock", "Unix socket the Docker plugin API listens on."),
+  DOCKER_SOCKET("/run/docker.sock", "Unix socket of the Docker Engine API."),
+  NODE_NAME("", "Name of this node in logs and etcd records; default: the host name."),
+  ADMIN_LISTEN("", "host:port of the admin server (health, metrics, console); empty: off."),
+  LOG_LEVEL("info", "error, warn, info, debug or trace.");
+
+  private final String defaultValue;
+  private final String description;
+
+  Setting(String defaultValue, String description) {
+    this.defaultValue = defaultValue;
+    this.description = description;
+  }
+
+  public String defaultValue() {
+    return defaultValue;
+  }
+
+  public String description() {
+    return description;
+  }
+}

@@ -1,0 +1,101 @@
+package io.flannelnp;
+
+import io.flannelnp.admin.AdminVerticle;
+import io.flannelnp.api.ApiVerticle;
+import io.flannelnp.api.PluginRoutes;
+import io.flannelnp.bus.Codecs;
+import io.flannelnp.config.Config;
+import io.flannelnp.dns.DnsVerticle;
+import io.flannelnp.docker.DockerVerticle;
+import io.flannelnp.etcd.EtcdSchema;
+import io.flannelnp.etcd.EtcdStore;
+import io.flannelnp.etcd.EtcdWatchVerticle;
+import io.flannelnp.flannel.FlannelVerticle;
+import io.flannelnp.lb.LoadBalancerVerticle;
+import io.vertx.core.Deployable;
+import io.vertx.core.Future;
+import io.vertx.core.Vertx;
+import java.time.Duration;
+import java.util.ArrayDeque;
+import java.util.Deque;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import java.util.logging.Logger;
+
+/**
+ * The daemon's lifecycle: deploys the verticles in dependency order (the plugin socket first, so
+ * Docker sees it listening within its deadline whatever etcd does) and undeploys them in reverse.
+ */
+public final class Daemon {
+  private static final Logger LOG = Logger.getLogger(Daemon.class.getName());
+
+  private final Config config;
+  private final Vertx vertx;
+  private final EtcdStore etcd;
+  private final EtcdSchema schema;
+  private final Deque<String[]> deployed = new ArrayDeque<>(); // {name, deploymentId}
+
+  public Daemon(Config config) {
+    this.config = config;
+    this.vertx = Vertx.vertx();
+    Codecs.registerAll(vertx.eventBus());
+    this.schema = new EtcdSchema(config.etcdPrefix());
+    this.etcd = new EtcdStore(vertx, config.etcdEndpoints(), config.etcdTls(), Duration.ofSeconds(5));
+  }
+
+  public Future<Void> start() {
+    PluginRoutes routes = new PluginRoutes(etcd);
+    Future<Void> chain = deploy("ApiVerticle", new ApiVerticle(config.pluginSocket(), routes))
+        .compose(v -> deploy("EtcdWatchVerticle", new EtcdWatchVerticle(etcd, schema)))
+        .compose(v -> deploy("FlannelVerticle", new FlannelVerticle(config, schema)))
+        .compose(v -> deploy("LoadBalancerVerticle", new LoadBalancerVerticle(schema)))
+        .compose(v -> deploy("DnsVerticle", new DnsVerticle(schema)))
+        .compose(v -> deploy("DockerVerticle", new DockerVerticle(config.dockerSocket())));
+    if (config.adminListen().isPresent()) {
+      chain = chain.compose(v -> deploy("AdminVerticle",
+          new AdminVerticle(config.adminListen().get(), List.of("flannel", "lb", "dns"))));
+    }
+    return chain;
+  }
+
+  private Future<Void> deploy(String name, Deployable verticle) {
+    return vertx.deployVerticle(verticle).map(id -> {
+      deployed.push(new String[] {name, id});
+      LOG.fine("deployed " + name);
+      return null;
+    });
+  }
+
+  /**
+   * Undeploys in reverse order: the admin server, Docker, DNS, LB, Flannel, the etcd watch, and
+   * last the plugin API (which lets calls in flight finish, so no etcd write is cut off) — then
+   * the etcd client and Vert.x.
+   */
+  public void stop(long timeout, TimeUnit unit) {
+    long deadline = System.nanoTime() + unit.toNanos(timeout);
+    // The API goes first in spirit: refuse new work before the planes stop. It was deployed
+    // first, so take it out of the stack and stop it before the rest.
+    String[] api = deployed.pollLast();
+    if (api != null) {
+      undeploy(api, deadline);
+    }
+    while (!deployed.isEmpty()) {
+      undeploy(deployed.pop(), deadline);
+    }
+    etcd.close();
+    try {
+      vertx.close().await(Math.max(1, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
+    } catch (Exception e) {
+      LOG.warning("Vert.x did not close in time: " + e);
+    }
+  }
+
+  private void undeploy(String[] d, long deadline) {
+    try {
+      vertx.undeploy(d[1]).await(Math.max(1, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
+      LOG.info("stopped " + d[0]);
+    } catch (Exception e) {
+      LOG.warning("stopping " + d[0] + " failed: " + e);
+    }
+  }
+}

@@ -1,0 +1,176 @@
+package io.flannelnp;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.flannelnp.testing.DaemonProcess;
+import io.flannelnp.testing.EtcdServer;
+import io.flannelnp.testing.PluginClient;
+import io.flannelnp.testing.PluginClient.Response;
+import io.vertx.core.json.JsonObject;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.MethodSource;
+
+/** The daemon as a process: settings, start-up deadline, etcd outages, orderly stop. */
+class DaemonIT {
+  @TempDir
+  Path dir;
+
+  Map<String, String> env(String etcd) {
+    Map<String, String> e = new HashMap<>();
+    e.put("ETCD_ENDPOINTS", etcd);
+    e.put("AVAILABLE_SUBNETS", "10.50.0.0/16");
+    e.put("PLUGIN_SOCKET", dir.resolve("fnp.sock").toString());
+    e.put("DOCKER_SOCKET", dir.resolve("no-docker.sock").toString());
+    e.put("NODE_NAME", "it-node");
+    return e;
+  }
+
+  static String deadEtcd() {
+    return "http://127.0.0.1:" + EtcdServer.freePort();
+  }
+
+  static Stream<Arguments> badSettings() {
+    return Stream.of(
+        Arguments.of("AVAILABLE_SUBNETS", "10.50.0.0/33", "is not a valid IPv4 CIDR"),
+        Arguments.of("AVAILABLE_SUBNETS", "10.50.0.1/16", "host bits"),
+        Arguments.of("NETWORK_SUBNET_SIZE", "12", "must not be shorter than the prefix of every AVAILABLE_SUBNETS block"),
+        Arguments.of("DEFAULT_HOST_SUBNET_SIZE", "20", "must be longer than NETWORK_SUBNET_SIZE"),
+        Arguments.of("VNI_START", "many", "must be an integer"),
+        Arguments.of("DEFAULT_FLANNEL_OPTIONS", "-iface=eth0,-ip-masq", "unknown flag -ip-masq"),
+        Arguments.of("ETCD_ENDPOINTS", "etcd:2379", "must start with http:// or https://"),
+        Arguments.of("DNS_DOCKER_COMPATIBILITY_MODE", "yes", "must be true or false"));
+  }
+
+  @ParameterizedTest(name = "{0}={1}")
+  @MethodSource("badSettings")
+  void aBadSettingStopsTheDaemonWithExitCode2AndOneLineNamingVariableValueAndRule(String var, String value, String rule)
+      throws Exception {
+    Map<String, String> e = env(deadEtcd());
+    e.put(var, value);
+    try (DaemonProcess d = DaemonProcess.start(dir, e)) {
+      assertThat(d.waitForExit(Duration.ofSeconds(20))).isEqualTo(2);
+      List<String> lines = d.logLines();
+      assertThat(lines).as("stderr").hasSize(1);
+      assertThat(lines.get(0)).startsWith("flannel-np: invalid setting " + var + "=\"" + value + "\": ").contains(rule);
+      assertThat(Files.exists(dir.resolve("fnp.sock"))).as("no socket for a daemon that did not start").isFalse();
+    }
+  }
+
+  @Test
+  void aMissingRequiredSettingIsNamed() throws Exception {
+    Map<String, String> e = env(deadEtcd());
+    e.remove("AVAILABLE_SUBNETS");
+    try (DaemonProcess d = DaemonProcess.start(dir, e)) {
+      assertThat(d.waitForExit(Duration.ofSeconds(20))).isEqualTo(2);
+      assertThat(d.stderr().strip()).startsWith("flannel-np: invalid setting AVAILABLE_SUBNETS=\"\": is required");
+    }
+  }
+
+  @Test
+  void withEtcdDownTheSocketAnswersCapabilitiesWithinTwoSecondsAndStateChangingCallsNameTheEndpoints()
+      throws Exception {
+    String etcd = deadEtcd();
+    Path sock = dir.resolve("fnp.sock");
+    try (DaemonProcess d = DaemonProcess.start(dir, env(etcd))) {
+      PluginClient c = new PluginClient(sock);
+      Response caps = null;
+      while (System.nanoTime() - d.startedNanos < Duration.ofSeconds(10).toNanos()) {
+        if (Files.exists(sock)) {
+          try {
+            caps = c.post("/NetworkDriver.GetCapabilities", "");
+            break;
+          } catch (IOException notYet) {
+            // socket file exists a moment before it accepts
+          }
+        }
+        Thread.sleep(10);
+      }
+      long ms = (System.nanoTime() - d.startedNanos) / 1_000_000;
+      assertThat(caps).as("answer at all; log:\n" + d.stderr()).isNotNull();
+      assertThat(ms).as("ms from process start to first answer").isLessThan(2000);
+      assertThat(caps.status()).isEqualTo(200);
+      assertThat(new JsonObject(caps.body())).isEqualTo(new JsonObject().put("Scope", "global").put("ConnectivityScope", "global"));
+
+      assertThat(new JsonObject(c.post("/IpamDriver.GetCapabilities", "").body()).getBoolean("RequiresMACAddress")).isTrue();
+      assertThat(new JsonObject(c.post("/Plugin.Activate", "").body()).getJsonArray("Implements"))
+          .containsExactlyInAnyOrder("IpamDriver", "NetworkDriver");
+
+      long t0 = System.nanoTime();
+      Response pool = c.post("/IpamDriver.RequestPool", "{\"AddressSpace\":\"FlannelGlobal\",\"Options\":{\"flannel-id\":\"x\"}}\n");
+      long callMs = (System.nanoTime() - t0) / 1_000_000;
+      assertThat(new JsonObject(pool.body()).getString("Error")).startsWith("etcd unreachable (tried " + etcd + ")");
+      assertThat(callMs).as("a call with etcd down answers in bounded time").isLessThan(7000);
+      Response join = c.post("/NetworkDriver.Join", "{}");
+      assertThat(new JsonObject(join.body()).getString("Err")).contains("etcd unreachable (tried " + etcd + ")");
+      assertThat(d.isAlive()).isTrue();
+    }
+  }
+
+  @Test
+  void theCapacityIsLoggedAfterAGoodStart() throws Exception {
+    Map<String, String> e = env(deadEtcd());
+    e.put("AVAILABLE_SUBNETS", "10.0.0.0/16,10.1.0.0/16");
+    try (DaemonProcess d = DaemonProcess.start(dir, e)) {
+      assertThat(d.waitForLog("capacity:", Duration.ofSeconds(10))).isTrue();
+      assertThat(d.stderr()).contains("32 networks of /20").contains("31 nodes per network").contains("125 container addresses per node");
+    }
+  }
+
+  @Test
+  void theDaemonReconnectsWhenEtcdComesBackAndSigtermStopsItInOrder() throws Exception {
+    try (EtcdServer etcd = EtcdServer.start()) {
+      etcd.kill(); // start with etcd down, bring it up later
+      Path sock = dir.resolve("fnp.sock");
+      try (DaemonProcess d = DaemonProcess.start(dir, env(etcd.endpoint()))) {
+        assertThat(d.waitForLog("etcd unreachable", Duration.ofSeconds(10))).as(d.stderr()).isTrue();
+        etcd.launch();
+        assertThat(d.waitForLog("etcd state loaded", Duration.ofSeconds(20))).as(d.stderr()).isTrue();
+        assertThat(d.waitForLog("etcd reachable again", Duration.ofSeconds(10))).as(d.stderr()).isTrue();
+        // state-changing calls now get past the etcd gate
+        Response pool = new PluginClient(sock).post("/IpamDriver.RequestPool", "{}");
+        assertThat(new JsonObject(pool.body()).getString("Error")).doesNotContain("etcd unreachable");
+
+        d.sigterm();
+        assertThat(d.waitForExit(Duration.ofSeconds(10))).isZero();
+        String log = d.stderr();
+        assertThat(Files.exists(sock)).as("socket removed").isFalse();
+        List<String> order = List.of("stopped ApiVerticle", "stopped DockerVerticle", "stopped DnsVerticle",
+            "stopped LoadBalancerVerticle", "stopped FlannelVerticle", "stopped EtcdWatchVerticle", "flannel-np stopped");
+        int last = -1;
+        for (String step : order) {
+          int at = log.indexOf(step);
+          assertThat(at).as(step + " in\n" + log).isGreaterThan(last);
+          last = at;
+        }
+        assertThat(log).doesNotContain("ERROR").doesNotContain("Exception");
+      }
+    }
+  }
+
+  @Test
+  void aStaleSocketFileFromAKilledDaemonDoesNotBlockTheNextStart() throws Exception {
+    Path sock = dir.resolve("fnp.sock");
+    Map<String, String> e = env(deadEtcd());
+    try (DaemonProcess d = DaemonProcess.start(dir, e)) {
+      assertThat(d.waitForLog("plugin API listening", Duration.ofSeconds(10))).isTrue();
+      new ProcessBuilder("kill", "-KILL", Long.toString(d.pid())).start().waitFor();
+      d.waitForExit(Duration.ofSeconds(10));
+    }
+    assertThat(Files.exists(sock)).as("SIGKILL leaves the socket file").isTrue();
+    try (DaemonProcess d = DaemonProcess.start(dir, e)) {
+      assertThat(d.waitForLog("plugin API listening", Duration.ofSeconds(10))).as(d.stderr()).isTrue();
+      assertThat(new PluginClient(sock).post("/NetworkDriver.GetCapabilities", "").status()).isEqualTo(200);
+    }
+  }
+}
