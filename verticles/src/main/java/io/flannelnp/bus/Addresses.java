@@ -16,6 +16,7 @@ package io.flannelnp.bus;
  * fnp.flannel.network.ensure   request  EnsureNetwork → NetworkReady                   Api → Flannel
  * fnp.flannel.endpoint.attach  request  AttachEndpoint → EndpointAttached              Api → Flannel
  * fnp.flannel.endpoint.detach  request  DetachEndpoint → Ack                           Api → Flannel
+ * fnp.flannel.network.remove   request  RemoveNetwork → Ack                            Api → Flannel
  * fnp.dns.inject               request  InjectDns → Ack                                Api, Docker → Dns
  * fnp.dns.eject                request  EjectDns → Ack                                 Api, Docker → Dns
  * fnp.docker.status            publish  DockerStatus                                   Docker → Api, Admin
@@ -35,6 +36,7 @@ public final class Addresses {
   public static final String FLANNEL_NETWORK_ENSURE = "fnp.flannel.network.ensure";
   public static final String FLANNEL_ENDPOINT_ATTACH = "fnp.flannel.endpoint.attach";
   public static final String FLANNEL_ENDPOINT_DETACH = "fnp.flannel.endpoint.detach";
+  public static final String FLANNEL_NETWORK_REMOVE = "fnp.flannel.network.remove";
 
   public static final String DNS_INJECT = "fnp.dns.inject";
   public static final String DNS_EJECT = "fnp.dns.eject";
