@@ -45,16 +45,18 @@ public final class Daemon {
 
   public Future<Void> start() {
     PluginRoutes routes = new PluginRoutes(etcd);
-    Future<Void> chain = deploy("ApiVerticle", new ApiVerticle(config.pluginSocket(), routes))
+    Future<Void> chain = deploy("ApiVerticle", new ApiVerticle(config.pluginSocket(), routes));
+    if (config.adminListen().isPresent()) {
+      // before the publishers, so /health misses no status change
+      chain = chain.compose(v -> deploy("AdminVerticle",
+          new AdminVerticle(config.adminListen().get(), List.of("flannel", "lb", "dns"))));
+    }
+    chain = chain
         .compose(v -> deploy("EtcdWatchVerticle", new EtcdWatchVerticle(etcd, schema)))
         .compose(v -> deploy("FlannelVerticle", new FlannelVerticle(config, schema)))
         .compose(v -> deploy("LoadBalancerVerticle", new LoadBalancerVerticle(schema)))
         .compose(v -> deploy("DnsVerticle", new DnsVerticle(schema)))
         .compose(v -> deploy("DockerVerticle", new DockerVerticle(config.dockerSocket())));
-    if (config.adminListen().isPresent()) {
-      chain = chain.compose(v -> deploy("AdminVerticle",
-          new AdminVerticle(config.adminListen().get(), List.of("flannel", "lb", "dns"))));
-    }
     return chain;
   }
 
@@ -67,14 +69,14 @@ public final class Daemon {
   }
 
   /**
-   * Undeploys in reverse order: the admin server, Docker, DNS, LB, Flannel, the etcd watch, and
-   * last the plugin API (which lets calls in flight finish, so no etcd write is cut off) — then
-   * the etcd client and Vert.x.
+   * Stops the plugin API first (no new calls; calls in flight finish, so no etcd write is cut
+   * off), then the other verticles in reverse order of deployment (Docker, DNS, LB, Flannel, the
+   * etcd watch, the admin server), then the etcd client and Vert.x.
    */
   public void stop(long timeout, TimeUnit unit) {
     long deadline = System.nanoTime() + unit.toNanos(timeout);
-    // The API goes first in spirit: refuse new work before the planes stop. It was deployed
-    // first, so take it out of the stack and stop it before the rest.
+    // The API was deployed first (to listen early) but stops first too: refuse new work before
+    // the planes it calls go away.
     String[] api = deployed.pollLast();
     if (api != null) {
       undeploy(api, deadline);
