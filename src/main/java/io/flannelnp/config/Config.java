@@ -25,6 +25,7 @@ public record Config(
     List<Cidr> availableSubnets,
     int networkSubnetSize,
     int hostSubnetSize,
+    int clusterSubnetSize,
     int vniStart,
     long subnetLeaseTtlSeconds,
     boolean dnsDockerCompatibilityMode,
@@ -75,6 +76,10 @@ public record Config(
       throw new ConfigException(Setting.DEFAULT_HOST_SUBNET_SIZE.name(), r.get(Setting.DEFAULT_HOST_SUBNET_SIZE),
           "must be longer than NETWORK_SUBNET_SIZE (" + netSize + "), so a network holds a cluster range and node blocks");
     }
+    int clusterSize = hostSize;
+    if (!r.get(Setting.CLUSTER_SUBNET_SIZE).isBlank()) {
+      clusterSize = r.integer(Setting.CLUSTER_SUBNET_SIZE, netSize + 1, hostSize);
+    }
     int vniStart = r.integer(Setting.VNI_START, 0, MAX_VNI - 1);
     long ttl = r.integer(Setting.SUBNET_LEASE_TTL, 5, 30 * 86400);
     boolean compat = r.bool(Setting.DNS_DOCKER_COMPATIBILITY_MODE);
@@ -98,7 +103,7 @@ public record Config(
           "must be one of error, warn, info, debug, trace");
     }
     return new Config(List.copyOf(endpoints), prefix, tls, flannel, List.copyOf(subnets), netSize, hostSize,
-        vniStart, ttl, compat, dnsTtl, hook, socket, dockerSocket, node, admin, level);
+        clusterSize, vniStart, ttl, compat, dnsTtl, hook, socket, dockerSocket, node, admin, level);
   }
 
   // ---- capacity -------------------------------------------------------------------------
@@ -112,9 +117,9 @@ public record Config(
     return n;
   }
 
-  /** Node blocks per network: all host-sized blocks but the first, which is the cluster range. */
+  /** Node blocks per network: all host-sized blocks but those of the cluster range. */
   public long nodesPerNetwork() {
-    return (1L << (hostSubnetSize - networkSubnetSize)) - 1;
+    return (1L << (hostSubnetSize - networkSubnetSize)) - (1L << (hostSubnetSize - clusterSubnetSize));
   }
 
   /** Container addresses per node block: all but .0 (flannel.VNI), the gateway and broadcast. */
@@ -124,7 +129,8 @@ public record Config(
 
   public String capacityLine() {
     return "capacity: " + networkCapacity() + " networks of /" + networkSubnetSize + " in " + availableSubnets
-        + ", " + nodesPerNetwork() + " nodes per network (/" + hostSubnetSize + " each, first block is the cluster range)"
+        + ", " + nodesPerNetwork() + " nodes per network (/" + hostSubnetSize + " each, after a /" + clusterSubnetSize
+        + " cluster range)"
         + ", " + addressesPerNode() + " container addresses per node";
   }
 

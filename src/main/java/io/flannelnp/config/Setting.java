@@ -15,6 +15,7 @@ public enum Setting {
   AVAILABLE_SUBNETS("", "Comma-separated IPv4 blocks that networks are carved from. Required."),
   NETWORK_SUBNET_SIZE("20", "Prefix length of each network's subnet."),
   DEFAULT_HOST_SUBNET_SIZE("25", "Prefix length of each node's block inside a network (Flannel SubnetLen)."),
+  CLUSTER_SUBNET_SIZE("", "Prefix length of each network's cluster range (Swarm VIPs, task placeholders, the leader's gateway) at the start of the network; default: DEFAULT_HOST_SUBNET_SIZE."),
   VNI_START("6514", "VNIs are allocated from VNI_START+1 upwards, one per network, unique in the cluster."),
   SUBNET_LEASE_TTL("86400", "Seconds a node's Flannel subnet lease lives without renewal (Flannel: 24 h)."),
   DNS_DOCKER_COMPATIBILITY_MODE("true", "true: Docker's first-network-wins answer order; false: merge all networks."),

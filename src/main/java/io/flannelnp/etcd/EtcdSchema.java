@@ -14,6 +14,8 @@ import java.util.Optional;
  * &lt;P&gt;/networks/&lt;flannel-id&gt;/subnets/&lt;a.b.c.d-len&gt;  Flannel lease of one node (on an etcd lease)
  * &lt;P&gt;/networks/&lt;flannel-id&gt;/pool                    the pool's options and reference count
  * &lt;P&gt;/networks/&lt;flannel-id&gt;/allocations/&lt;a.b.c.d&gt;  one address and its owner JSON
+ * &lt;P&gt;/networks/&lt;flannel-id&gt;/pool-refs/&lt;node&gt;       a node's reference count of its local pool
+ * &lt;P&gt;/networks/&lt;flannel-id&gt;/docker-id              Docker's network ID for this flannel-id
  * &lt;P&gt;/endpoints/&lt;node&gt;/&lt;endpoint-id&gt;             endpoint state a restarted daemon needs
  * &lt;P&gt;/nodes/&lt;node&gt;                                 node record (on the node's etcd lease)
  * &lt;P&gt;/docker-data/networks/&lt;docker-id&gt;             Docker's view of a network (managers write)
@@ -87,6 +89,18 @@ public final class EtcdSchema {
     return allocations(flannelId) + ip;
   }
 
+  public String poolRefs(String flannelId) {
+    return network(flannelId) + "pool-refs/";
+  }
+
+  public String poolRef(String flannelId, String node) {
+    return poolRefs(flannelId) + node;
+  }
+
+  public String dockerId(String flannelId) {
+    return network(flannelId) + "docker-id";
+  }
+
   public String endpoints(String node) {
     return p + "/endpoints/" + node + "/";
   }
@@ -137,7 +151,7 @@ public final class EtcdSchema {
         switch (parts[2]) {
           case "config": return Family.NETWORK_CONFIG;
           case "subnets": return Family.SUBNET_LEASES;
-          case "pool": return Family.POOLS;
+          case "pool", "pool-refs", "docker-id": return Family.POOLS;
           case "allocations": return Family.ALLOCATIONS;
           default: return Family.OTHER;
         }

@@ -2,7 +2,12 @@ package io.flannelnp;
 
 import io.flannelnp.admin.AdminVerticle;
 import io.flannelnp.api.ApiVerticle;
+import io.flannelnp.api.IpamApi;
+import io.flannelnp.api.NetworkApi;
 import io.flannelnp.api.PluginRoutes;
+import io.flannelnp.api.PublicAddress;
+import io.flannelnp.ipam.Ipam;
+import java.util.function.Supplier;
 import io.flannelnp.bus.Codecs;
 import io.flannelnp.config.Config;
 import io.flannelnp.dns.DnsVerticle;
@@ -33,6 +38,7 @@ public final class Daemon {
   private final Vertx vertx;
   private final EtcdStore etcd;
   private final EtcdSchema schema;
+  private Ipam ipam;
   private final Deque<String[]> deployed = new ArrayDeque<>(); // {name, deploymentId}
 
   public Daemon(Config config) {
@@ -45,6 +51,10 @@ public final class Daemon {
 
   public Future<Void> start() {
     PluginRoutes routes = new PluginRoutes(etcd);
+    ipam = new Ipam(etcd, schema, config);
+    Supplier<Future<String>> publicIp = publicIp();
+    new IpamApi(ipam, config, publicIp).register(routes);
+    new NetworkApi(ipam, etcd, schema, vertx.eventBus(), config, publicIp).register(routes);
     Future<Void> chain = deploy("ApiVerticle", new ApiVerticle(config.pluginSocket(), routes));
     if (config.adminListen().isPresent()) {
       // before the publishers, so /health misses no status change
@@ -58,6 +68,19 @@ public final class Daemon {
         .compose(v -> deploy("DnsVerticle", new DnsVerticle(schema)))
         .compose(v -> deploy("DockerVerticle", new DockerVerticle(config.dockerSocket())));
     return chain;
+  }
+
+  /** Resolved once (it runs `ip`), on a worker; a failure is retried at the next call. */
+  private Supplier<Future<String>> publicIp() {
+    Future<String>[] cached = new Future[1];
+    return () -> {
+      Future<String> f = cached[0];
+      if (f == null || f.failed()) {
+        f = vertx.executeBlocking(() -> PublicAddress.resolve(config.flannelOptions()));
+        cached[0] = f;
+      }
+      return f;
+    };
   }
 
   private Future<Void> deploy(String name, Deployable verticle) {
@@ -83,6 +106,9 @@ public final class Daemon {
     }
     while (!deployed.isEmpty()) {
       undeploy(deployed.pop(), deadline);
+    }
+    if (ipam != null) {
+      ipam.detach(); // stop renewing, never revoke: a restarted daemon takes its leases back
     }
     etcd.close();
     try {
