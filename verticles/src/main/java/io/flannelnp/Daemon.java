@@ -16,6 +16,7 @@ import io.flannelnp.etcd.EtcdSchema;
 import io.flannelnp.etcd.EtcdStore;
 import io.flannelnp.etcd.EtcdWatchVerticle;
 import io.flannelnp.flannel.FlannelVerticle;
+import io.flannelnp.flannel.Kernel;
 import io.flannelnp.lb.LoadBalancerVerticle;
 import io.vertx.core.Deployable;
 import io.vertx.core.Future;
@@ -35,6 +36,7 @@ public final class Daemon {
   private static final Logger LOG = Logger.getLogger(Daemon.class.getName());
 
   private final Config config;
+  private final Kernel kernel;
   private final Vertx vertx;
   private final EtcdStore etcd;
   private final EtcdSchema schema;
@@ -42,7 +44,13 @@ public final class Daemon {
   private final Deque<String[]> deployed = new ArrayDeque<>(); // {name, deploymentId}
 
   public Daemon(Config config) {
+    this(config, Kernel.current());
+  }
+
+  /** With the kernel the data plane programs: the current netns, or (tests, lab) a named one. */
+  public Daemon(Config config, Kernel kernel) {
     this.config = config;
+    this.kernel = kernel;
     this.vertx = Vertx.vertx();
     Codecs.registerAll(vertx.eventBus());
     this.schema = new EtcdSchema(config.etcdPrefix());
@@ -63,7 +71,7 @@ public final class Daemon {
     }
     chain = chain
         .compose(v -> deploy("EtcdWatchVerticle", new EtcdWatchVerticle(etcd, schema)))
-        .compose(v -> deploy("FlannelVerticle", new FlannelVerticle(config, schema)))
+        .compose(v -> deploy("FlannelVerticle", new FlannelVerticle(config, schema, kernel)))
         .compose(v -> deploy("LoadBalancerVerticle", new LoadBalancerVerticle(schema)))
         .compose(v -> deploy("DnsVerticle", new DnsVerticle(schema)))
         .compose(v -> deploy("DockerVerticle", new DockerVerticle(config.dockerSocket())));

@@ -1,0 +1,521 @@
+package io.flannelnp.flannel;
+
+import java.io.ByteArrayOutputStream;
+import java.io.File;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Optional;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * The kernel through its ordinary tools: {@code ip} and {@code bridge} (iproute2) and {@code nft},
+ * each fed a whole batch on stdin ({@code ip -batch -}, {@code bridge -batch -}, {@code nft -f -})
+ * and read back with {@code -json}. Commands are started with {@link ProcessBuilder} from
+ * argument lists, never through a shell, with {@code LC_ALL=C} so error texts are stable.
+ *
+ * <p>A Kernel targets either the current network namespace ({@link #current()}) or a named one
+ * ({@link #inNetns(String)}: {@code ip -n NAME}, {@code bridge -netns NAME},
+ * {@code ip netns exec NAME nft}).
+ *
+ * <p><b>Blocking:</b> every call forks a process and waits for it. Callers run them with
+ * {@code vertx.executeBlocking} or on a dedicated worker, never on an event loop.
+ *
+ * <p><b>Input:</b> a value that goes into a command must first pass one of the validators here
+ * ({@link #ifname}, {@link #ipv4}, {@link #ipv4Cidr}, {@link #mac}, {@link #netnsName},
+ * {@link #mtu}) or {@link Names}. As a second line of defence, {@code ip}/{@code bridge} batch
+ * lines may only hold {@code A-Z a-z 0-9 space . _ : / @ , = + -} (no quotes, no comments, no
+ * line breaks), and nft scripts only printable ASCII, tabs and line breaks.
+ *
+ * <p><b>Batches:</b> {@code ip}/{@code bridge} batches stop at the first failing line (or go on
+ * past failures with {@code force}); they are not transactions, so a caller that needs all or
+ * nothing deletes what a failed batch left. nft scripts are transactions. A failure is a
+ * {@link KernelException} naming the tool, the failing line (when the tool says which) and
+ * stderr.
+ */
+public final class Kernel {
+  /** How long one tool invocation may take before it is killed. */
+  public static final Duration TIMEOUT = Duration.ofSeconds(30);
+
+  private static final Pattern IFNAME = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,14}");
+  private static final Pattern NETNS = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,63}");
+  private static final Pattern MAC = Pattern.compile("[0-9a-f]{2}(:[0-9a-f]{2}){5}");
+  private static final Pattern BATCH_LINE = Pattern.compile("[A-Za-z0-9 ._:/@,=+-]+");
+  private static final Pattern READ_ARG = Pattern.compile("[A-Za-z0-9][A-Za-z0-9._:/@,=+-]*");
+  private static final Set<String> READ_OPTIONS = Set.of("-d", "-s", "-4", "-6");
+  private static final Pattern IP_FAILED_LINE = Pattern.compile("Command failed \\S*?:(\\d+)");
+  private static final Pattern NFT_FAILED_LINE = Pattern.compile("(?m)^(?:/dev/stdin|-):(\\d+):");
+  private static final List<String> TOOL_DIRS = List.of("/usr/sbin", "/sbin", "/usr/bin", "/bin");
+
+  private static final Map<String, String> RESOLVED = new ConcurrentHashMap<>();
+  private static final ExecutorService PUMPS = Executors.newCachedThreadPool(r -> {
+    Thread t = new Thread(r, "kernel-tool-io");
+    t.setDaemon(true);
+    return t;
+  });
+
+  private final Optional<String> netns;
+  private final Map<String, String> tools;
+
+  private Kernel(Optional<String> netns, Map<String, String> tools) {
+    this.netns = netns;
+    this.tools = Map.copyOf(tools);
+  }
+
+  /** The network namespace this process (its calling thread) is in. */
+  public static Kernel current() {
+    return new Kernel(Optional.empty(), Map.of());
+  }
+
+  /** A named network namespace, as {@code ip netns add NAME} creates under /var/run/netns. */
+  public static Kernel inNetns(String name) {
+    return new Kernel(Optional.of(netnsName(name)), Map.of());
+  }
+
+  /**
+   * For tests: a named namespace whose tools ("ip", "bridge", "nft") may be replaced by other
+   * executables (absolute paths), e.g. to inject a failure in the middle of a batch.
+   */
+  static Kernel inNetns(String name, Map<String, String> toolOverrides) {
+    for (String path : toolOverrides.values()) {
+      if (!Path.of(path).isAbsolute()) {
+        throw new IllegalArgumentException("tool override " + path + " is not an absolute path");
+      }
+    }
+    return new Kernel(Optional.of(netnsName(name)), toolOverrides);
+  }
+
+  public Optional<String> netns() {
+    return netns;
+  }
+
+  /** For messages: "the current network namespace" or "network namespace NAME". */
+  public String where() {
+    return netns.map(n -> "network namespace " + n).orElse("the current network namespace");
+  }
+
+  @Override
+  public String toString() {
+    return "Kernel[" + where() + "]";
+  }
+
+  // ---- batches ---------------------------------------------------------------------------------
+
+  /** One batch a tool applied: the exact text it was given and how long it took. */
+  public record Applied(String tool, String text, long micros) {}
+
+  /** {@code ip [-n NS] [-force] -batch -} with these lines. */
+  public Applied ipBatch(List<String> lines, boolean force) throws KernelException {
+    List<String> argv = new ArrayList<>(List.of("ip"));
+    netns.ifPresent(n -> argv.addAll(List.of("-n", n)));
+    return batch("ip", argv, lines, force);
+  }
+
+  /** {@code bridge [-netns NS] [-force] -batch -} with these lines. */
+  public Applied bridgeBatch(List<String> lines, boolean force) throws KernelException {
+    List<String> argv = new ArrayList<>(List.of("bridge"));
+    netns.ifPresent(n -> argv.addAll(List.of("-netns", n)));
+    return batch("bridge", argv, lines, force);
+  }
+
+  /** {@code [ip netns exec NS] nft -f -}: the script is one transaction. */
+  public Applied nftBatch(String script) throws KernelException {
+    if (script == null || script.isBlank()) {
+      throw new IllegalArgumentException("empty nft script");
+    }
+    for (int i = 0; i < script.length(); i++) {
+      char c = script.charAt(i);
+      if (!(c == '\n' || c == '\t' || (c >= 0x20 && c < 0x7f))) {
+        throw new IllegalArgumentException("nft script holds a forbidden character 0x"
+            + Integer.toHexString(c) + " at offset " + i);
+      }
+    }
+    String text = script.endsWith("\n") ? script : script + "\n";
+    List<String> argv = nftArgv();
+    argv.addAll(List.of("-f", "-"));
+    Result r = run("nft", argv, text);
+    if (r.exit != 0) {
+      List<String> lines = List.of(text.split("\n", -1));
+      throw failure("nft", text, lines, NFT_FAILED_LINE, r);
+    }
+    return new Applied("nft", text, r.micros);
+  }
+
+  private Applied batch(String tool, List<String> argv, List<String> lines, boolean force) throws KernelException {
+    if (lines == null || lines.isEmpty()) {
+      throw new IllegalArgumentException("empty " + tool + " batch");
+    }
+    for (String line : lines) {
+      if (line == null || !BATCH_LINE.matcher(line).matches()) {
+        throw new IllegalArgumentException(tool + " batch line " + Names.quote(line)
+            + " holds characters other than A-Z a-z 0-9 space . _ : / @ , = + -");
+      }
+    }
+    if (force) {
+      argv.add("-force");
+    }
+    argv.addAll(List.of("-batch", "-"));
+    String text = String.join("\n", lines) + "\n";
+    Result r = run(tool, argv, text);
+    if (r.exit != 0) {
+      throw failure(tool, text, lines, IP_FAILED_LINE, r);
+    }
+    return new Applied(tool, text, r.micros);
+  }
+
+  private KernelException failure(String tool, String text, List<String> lines, Pattern where, Result r) {
+    int n = 0;
+    Matcher m = where.matcher(r.stderr);
+    if (m.find()) {
+      n = Integer.parseInt(m.group(1));
+    }
+    String line = n >= 1 && n <= lines.size() ? lines.get(n - 1) : null;
+    return new KernelException(tool, this.where(), text, n, line, r.stderr, r.exit, r.micros, false);
+  }
+
+  // ---- reads -----------------------------------------------------------------------------------
+
+  /** {@code ip [-n NS] -json ARGS}: the JSON text ("[]" when the tool printed nothing). */
+  public String ipJson(String... args) throws KernelException {
+    List<String> argv = new ArrayList<>(List.of("ip"));
+    netns.ifPresent(n -> argv.addAll(List.of("-n", n)));
+    argv.add("-json");
+    return read("ip", argv, args);
+  }
+
+  /** {@code bridge [-netns NS] -json ARGS}. */
+  public String bridgeJson(String... args) throws KernelException {
+    List<String> argv = new ArrayList<>(List.of("bridge"));
+    netns.ifPresent(n -> argv.addAll(List.of("-netns", n)));
+    argv.add("-json");
+    return read("bridge", argv, args);
+  }
+
+  /** {@code [ip netns exec NS] nft -j ARGS}, e.g. {@code nftJson("list", "table", "inet", "x")}. */
+  public String nftJson(String... args) throws KernelException {
+    List<String> argv = nftArgv();
+    argv.add("-j");
+    return read("nft", argv, args);
+  }
+
+  private String read(String tool, List<String> argv, String... args) throws KernelException {
+    for (String a : args) {
+      if (a == null || !(READ_OPTIONS.contains(a) || READ_ARG.matcher(a).matches())) {
+        throw new IllegalArgumentException(tool + " argument " + Names.quote(a) + " is not allowed");
+      }
+      argv.add(a);
+    }
+    Result r = run(tool, argv, null);
+    String cmd = String.join(" ", argv.subList(1, argv.size()));
+    if (r.exit != 0) {
+      throw new KernelException(tool, where(), cmd, 0, null, r.stderr, r.exit, r.micros, false);
+    }
+    String out = r.stdout.strip();
+    return out.isEmpty() ? "[]" : out;
+  }
+
+  private List<String> nftArgv() {
+    List<String> argv = new ArrayList<>();
+    netns.ifPresentOrElse(n -> argv.addAll(List.of("ip", "netns", "exec", n, "nft")), () -> argv.add("nft"));
+    return argv;
+  }
+
+  // ---- processes -------------------------------------------------------------------------------
+
+  private record Result(int exit, String stdout, String stderr, long micros) {}
+
+  private Result run(String tool, List<String> argv, String stdin) throws KernelException {
+    String exe = tools.containsKey(argv.get(0)) ? tools.get(argv.get(0)) : resolve(argv.get(0));
+    if (exe == null) {
+      throw new KernelException(tool, where(), String.join(" ", argv), 0, null,
+          argv.get(0) + " not found on PATH or in " + TOOL_DIRS + " (install "
+              + ("nft".equals(argv.get(0)) ? "nftables" : "iproute2") + ")", -1, 0, true);
+    }
+    List<String> cmd = new ArrayList<>(argv);
+    cmd.set(0, exe);
+    ProcessBuilder pb = new ProcessBuilder(cmd);
+    pb.environment().put("LC_ALL", "C");
+    long t0 = System.nanoTime();
+    Process p;
+    try {
+      p = pb.start();
+    } catch (IOException e) {
+      throw new KernelException(tool, where(), String.join(" ", argv), 0, null,
+          "cannot start " + exe + ": " + e.getMessage(), -1, 0, true);
+    }
+    Future<?> in = PUMPS.submit(() -> {
+      try (OutputStream os = p.getOutputStream()) {
+        if (stdin != null) {
+          os.write(stdin.getBytes(StandardCharsets.UTF_8));
+        }
+      } catch (IOException ignored) {
+        // the tool exited early; its exit code and stderr say why
+      }
+      return null;
+    });
+    Future<String> out = PUMPS.submit(() -> drain(p.getInputStream()));
+    Future<String> err = PUMPS.submit(() -> drain(p.getErrorStream()));
+    try {
+      if (!p.waitFor(TIMEOUT.toMillis(), TimeUnit.MILLISECONDS)) {
+        p.destroyForcibly();
+        throw new KernelException(tool, where(), stdin == null ? String.join(" ", argv) : stdin, 0, null,
+            "killed after " + TIMEOUT.toSeconds() + " s without finishing", -1, micros(t0), true);
+      }
+      in.get(5, TimeUnit.SECONDS);
+      String o = out.get(5, TimeUnit.SECONDS);
+      String e = err.get(5, TimeUnit.SECONDS);
+      return new Result(p.exitValue(), o, e, micros(t0));
+    } catch (InterruptedException e) {
+      p.destroyForcibly();
+      Thread.currentThread().interrupt();
+      throw new KernelException(tool, where(), String.join(" ", argv), 0, null, "interrupted", -1, micros(t0), true);
+    } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException e) {
+      p.destroyForcibly();
+      throw new KernelException(tool, where(), String.join(" ", argv), 0, null,
+          "reading its output failed: " + e, -1, micros(t0), true);
+    }
+  }
+
+  private static long micros(long t0) {
+    return (System.nanoTime() - t0) / 1000;
+  }
+
+  private static String drain(InputStream is) throws IOException {
+    ByteArrayOutputStream b = new ByteArrayOutputStream();
+    is.transferTo(b);
+    return b.toString(StandardCharsets.UTF_8);
+  }
+
+  /** The tool's absolute path: PATH first, then the usual sbin/bin directories (root's tools). */
+  private static String resolve(String name) {
+    String hit = RESOLVED.get(name);
+    if (hit != null) {
+      return hit;
+    }
+    List<String> dirs = new ArrayList<>();
+    String path = System.getenv("PATH");
+    if (path != null) {
+      for (String d : path.split(File.pathSeparator)) {
+        if (!d.isEmpty()) {
+          dirs.add(d);
+        }
+      }
+    }
+    dirs.addAll(TOOL_DIRS);
+    for (String d : dirs) {
+      Path p = Path.of(d, name);
+      if (Files.isRegularFile(p) && Files.isExecutable(p)) {
+        RESOLVED.put(name, p.toString());
+        return p.toString();
+      }
+    }
+    return null;
+  }
+
+  // ---- validators ------------------------------------------------------------------------------
+
+  /** A Linux interface name: 1-15 of {@code A-Z a-z 0-9 _ . -}, not starting with a punctuation. */
+  public static String ifname(String s) {
+    if (s == null || !IFNAME.matcher(s).matches()) {
+      throw new IllegalArgumentException("invalid interface name " + Names.quote(s)
+          + ": expected 1-15 characters of A-Z a-z 0-9 _ . - starting with a letter or digit");
+    }
+    return s;
+  }
+
+  /** A named network namespace: 1-64 of {@code A-Z a-z 0-9 _ . -}, starting with a letter or digit. */
+  public static String netnsName(String s) {
+    if (s == null || !NETNS.matcher(s).matches()) {
+      throw new IllegalArgumentException("invalid network namespace name " + Names.quote(s)
+          + ": expected 1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit");
+    }
+    return s;
+  }
+
+  /** A dotted-quad IPv4 address (no leading zeros); returned unchanged. */
+  public static String ipv4(String s) {
+    if (parseIpv4(s) < 0) {
+      throw new IllegalArgumentException("invalid IPv4 address " + Names.quote(s) + ": expected a.b.c.d");
+    }
+    return s;
+  }
+
+  /**
+   * An interface address with its prefix, e.g. "10.50.0.129/25": prefix 1-30 and the address
+   * neither the network nor the broadcast address of its block.
+   */
+  public static String ipv4Cidr(String s) {
+    String what = "invalid IPv4 interface address " + Names.quote(s);
+    int slash = s == null ? -1 : s.indexOf('/');
+    if (slash < 0) {
+      throw new IllegalArgumentException(what + ": expected address/prefix such as 10.50.0.129/25");
+    }
+    long a = parseIpv4(s.substring(0, slash));
+    String pfx = s.substring(slash + 1);
+    if (a < 0 || !pfx.matches("[1-9][0-9]?")) {
+      throw new IllegalArgumentException(what + ": expected address/prefix such as 10.50.0.129/25");
+    }
+    int prefix = Integer.parseInt(pfx);
+    if (prefix > 30) {
+      throw new IllegalArgumentException(what + ": the prefix must be 1-30 so the block holds other hosts");
+    }
+    long hostMask = (1L << (32 - prefix)) - 1;
+    if ((a & hostMask) == 0 || (a & hostMask) == hostMask) {
+      throw new IllegalArgumentException(what + ": it is the " + ((a & hostMask) == 0 ? "network" : "broadcast")
+          + " address of its /" + prefix + " block");
+    }
+    return s;
+  }
+
+  /**
+   * A unicast Ethernet address aa:bb:cc:dd:ee:ff (either case; returned in lower case), not all
+   * zeros and without the multicast bit, which the kernel refuses on a veth.
+   */
+  public static String mac(String s) {
+    String m = s == null ? null : s.toLowerCase(Locale.ROOT);
+    if (m == null || !MAC.matcher(m).matches()) {
+      throw new IllegalArgumentException("invalid MAC address " + Names.quote(s) + ": expected aa:bb:cc:dd:ee:ff");
+    }
+    if (m.equals("00:00:00:00:00:00")) {
+      throw new IllegalArgumentException("invalid MAC address " + Names.quote(s) + ": all zeros");
+    }
+    if ((Integer.parseInt(m.substring(0, 2), 16) & 1) != 0) {
+      throw new IllegalArgumentException("invalid MAC address " + Names.quote(s)
+          + ": it is a multicast address (lowest bit of the first octet set); an interface needs a unicast one");
+    }
+    return m;
+  }
+
+  /** An MTU an Ethernet-like link takes: 68-65535. */
+  public static int mtu(int mtu) {
+    if (mtu < 68 || mtu > 65535) {
+      throw new IllegalArgumentException("MTU " + mtu + " is outside 68-65535");
+    }
+    return mtu;
+  }
+
+  /** The address as an unsigned value, or -1 if it is not a strict dotted quad. */
+  private static long parseIpv4(String s) {
+    if (s == null) {
+      return -1;
+    }
+    String[] parts = s.split("\\.", -1);
+    if (parts.length != 4) {
+      return -1;
+    }
+    long v = 0;
+    for (String p : parts) {
+      if (!p.matches("0|[1-9][0-9]{0,2}")) {
+        return -1;
+      }
+      int o = Integer.parseInt(p);
+      if (o > 255) {
+        return -1;
+      }
+      v = (v << 8) | o;
+    }
+    return v;
+  }
+
+  // ---- failures --------------------------------------------------------------------------------
+
+  /**
+   * A tool failed (or could not be run). The message names the tool, the namespace, the failing
+   * line when the tool said which, and the tool's stderr.
+   */
+  public static final class KernelException extends Exception {
+    private final String tool;
+    private final String text;
+    private final int lineNumber;
+    private final String line;
+    private final String stderr;
+    private final int exitCode;
+    private final long micros;
+    private final boolean unavailable;
+
+    KernelException(String tool, String where, String text, int lineNumber, String line, String stderr,
+        int exitCode, long micros, boolean unavailable) {
+      super(message(tool, where, text, lineNumber, line, stderr, exitCode));
+      this.tool = tool;
+      this.text = text;
+      this.lineNumber = lineNumber;
+      this.line = line;
+      this.stderr = stderr;
+      this.exitCode = exitCode;
+      this.micros = micros;
+      this.unavailable = unavailable;
+    }
+
+    private static String message(String tool, String where, String text, int n, String line, String stderr,
+        int exit) {
+      StringBuilder b = new StringBuilder(tool).append(" in ").append(where);
+      if (line != null) {
+        b.append(": line ").append(n).append(" \"").append(line).append("\" failed");
+      } else if (text != null && !text.contains("\n")) {
+        b.append(": \"").append(text).append("\" failed");
+      } else {
+        b.append(": batch failed");
+      }
+      if (exit >= 0) {
+        b.append(" (exit ").append(exit).append(')');
+      }
+      String why = stderr.lines().map(String::strip)
+          .filter(l -> !l.isEmpty() && !l.startsWith("Command failed") && !l.matches("[\\^~ ]+"))
+          .reduce((x, y) -> x + "; " + y).orElse("no error text");
+      return b.append(": ").append(why).toString();
+    }
+
+    /** "ip", "bridge" or "nft". */
+    public String tool() {
+      return tool;
+    }
+
+    /** The batch text (or, for a read, the command line) that failed. */
+    public String text() {
+      return text;
+    }
+
+    /** 1-based number of the failing batch line; 0 if the tool did not say. */
+    public int lineNumber() {
+      return lineNumber;
+    }
+
+    /** The failing batch line, or null if the tool did not say. */
+    public String line() {
+      return line;
+    }
+
+    public String stderr() {
+      return stderr;
+    }
+
+    /** The tool's exit code; -1 if it did not run to an end. */
+    public int exitCode() {
+      return exitCode;
+    }
+
+    public long micros() {
+      return micros;
+    }
+
+    /** True when the tool could not be run at all (missing, hung), as opposed to refusing. */
+    public boolean unavailable() {
+      return unavailable;
+    }
+  }
+}

@@ -1,0 +1,143 @@
+package io.flannelnp.testing;
+
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.charset.StandardCharsets;
+import java.security.SecureRandom;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * Named network namespaces for a test: every one it adds shares a random stem ({@code fnpt-<6 hex>}),
+ * and {@link #close()} deletes all of them, which also destroys every link inside. Needs root and
+ * iproute2. Commands run from argument lists, never through a shell.
+ */
+public final class Netns implements AutoCloseable {
+  private static final SecureRandom RANDOM = new SecureRandom();
+
+  /** A finished command. */
+  public record Result(List<String> argv, int exit, String out, String err) {
+    /** This result if the command succeeded; else an AssertionError with its output. */
+    public Result ok() {
+      if (exit != 0) {
+        throw new AssertionError(String.join(" ", argv) + " exited " + exit + ": " + err.strip() + " " + out.strip());
+      }
+      return this;
+    }
+  }
+
+  private final String stem;
+  private final List<String> created = new ArrayList<>();
+
+  public Netns() {
+    byte[] b = new byte[3];
+    RANDOM.nextBytes(b);
+    stem = "fnpt-" + HexFormat.of().formatHex(b);
+  }
+
+  /** The prefix every namespace of this fixture starts with. */
+  public String stem() {
+    return stem;
+  }
+
+  /** Creates {@code <stem>-<suffix>} with its loopback up and returns its name. */
+  public synchronized String add(String suffix) {
+    String name = stem + "-" + suffix;
+    run("ip", "netns", "add", name).ok();
+    created.add(name);
+    run("ip", "-n", name, "link", "set", "dev", "lo", "up").ok();
+    return name;
+  }
+
+  /** {@code ip -n NS ARGS}. */
+  public Result ip(String ns, String... args) {
+    List<String> argv = new ArrayList<>(List.of("ip", "-n", ns));
+    argv.addAll(List.of(args));
+    return run(argv);
+  }
+
+  /** {@code ip netns exec NS CMD...}. */
+  public Result exec(String ns, String... cmd) {
+    List<String> argv = new ArrayList<>(List.of("ip", "netns", "exec", ns));
+    argv.addAll(List.of(cmd));
+    return run(argv);
+  }
+
+  /** Deletes one namespace of this fixture now. */
+  public synchronized void delete(String ns) {
+    run("ip", "netns", "del", ns).ok();
+    created.remove(ns);
+  }
+
+  /** Deletes every namespace this fixture created that still exists. */
+  @Override
+  public synchronized void close() {
+    List<String> failures = new ArrayList<>();
+    for (String ns : List.copyOf(created)) {
+      if (list().contains(ns)) {
+        Result r = run("ip", "netns", "del", ns);
+        if (r.exit() != 0) {
+          failures.add(ns + ": " + r.err().strip());
+        }
+      }
+      created.remove(ns);
+    }
+    if (!failures.isEmpty()) {
+      throw new AssertionError("could not delete network namespaces " + failures);
+    }
+  }
+
+  /** The names `ip netns list` shows. */
+  public static List<String> list() {
+    List<String> out = new ArrayList<>();
+    for (String line : run("ip", "netns", "list").ok().out().split("\n")) {
+      String l = line.strip();
+      if (!l.isEmpty()) {
+        out.add(l.split("\\s+")[0]);
+      }
+    }
+    return out;
+  }
+
+  public static Result run(String... argv) {
+    return run(List.of(argv));
+  }
+
+  /** Runs a command with a 60 s limit; stdout and stderr are captured. */
+  public static Result run(List<String> argv) {
+    ProcessBuilder pb = new ProcessBuilder(argv);
+    pb.environment().put("LC_ALL", "C");
+    pb.redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")));
+    try {
+      Process p = pb.start();
+      CompletableFuture<String> out = CompletableFuture.supplyAsync(() -> drain(p.getInputStream()));
+      CompletableFuture<String> err = CompletableFuture.supplyAsync(() -> drain(p.getErrorStream()));
+      if (!p.waitFor(60, TimeUnit.SECONDS)) {
+        p.destroyForcibly();
+        throw new AssertionError(String.join(" ", argv) + " did not finish in 60 s");
+      }
+      return new Result(List.copyOf(argv), p.exitValue(), out.get(10, TimeUnit.SECONDS), err.get(10, TimeUnit.SECONDS));
+    } catch (IOException e) {
+      throw new AssertionError("cannot run " + argv + ": " + e.getMessage(), e);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new AssertionError("interrupted running " + argv, e);
+    } catch (Exception e) {
+      throw new AssertionError("running " + argv + " failed: " + e, e);
+    }
+  }
+
+  private static String drain(InputStream is) {
+    try {
+      ByteArrayOutputStream b = new ByteArrayOutputStream();
+      is.transferTo(b);
+      return b.toString(StandardCharsets.UTF_8);
+    } catch (IOException e) {
+      return "";
+    }
+  }
+}
