@@ -184,7 +184,8 @@ public final class FlannelVerticle extends ReconcilerVerticle {
       List<String> lines = new ArrayList<>();
       if (b == null) {
         lines.add("link add name " + bridge + " address " + bridgeMac(req.flannelId()) + " mtu " + mtu
-            + " alias " + alias + " type bridge stp_state 0");
+            + " type bridge stp_state 0");
+        lines.add("link set dev " + bridge + " alias " + alias); // the kernel ignores an alias in link add
         lines.add("addr replace " + gateway + " dev " + bridge);
         lines.add("link set dev " + bridge + " up");
         try {
@@ -366,8 +367,9 @@ public final class FlannelVerticle extends ReconcilerVerticle {
         // a leftover container side without its host side is no pair of ours any more
         lines.add("link del dev " + cont);
       }
-      lines.add("link add name " + host + " mtu " + mtu + " alias " + alias + " type veth peer name " + cont
+      lines.add("link add name " + host + " mtu " + mtu + " type veth peer name " + cont
           + " mtu " + mtu + (mac == null ? "" : " address " + mac));
+      lines.add("link set dev " + host + " alias " + alias);
       lines.add("link set dev " + host + " master " + bridge);
       lines.add("link set dev " + host + " up");
       try {
@@ -437,7 +439,10 @@ public final class FlannelVerticle extends ReconcilerVerticle {
   // ---- DetachEndpoint --------------------------------------------------------------------------
 
   private Callable<Object> detachEndpoint(DetachEndpoint req) {
-    Names.requireFlannelId(req.flannelId());
+    // the names come from the endpoint ID alone; the API sends "" when it no longer knows the network
+    if (req.flannelId() != null && !req.flannelId().isEmpty()) {
+      Names.requireFlannelId(req.flannelId());
+    }
     String host = Names.hostVeth(req.endpointId());
     String cont = Names.containerVeth(req.endpointId());
     String alias = VETH_ALIAS + req.endpointId();
