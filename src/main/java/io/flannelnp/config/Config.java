@@ -47,8 +47,11 @@ public record Config(
     }
   }
 
-  /** Largest VNI a VXLAN header carries (24 bits). */
-  public static final int MAX_VNI = 16_777_215;
+  /**
+   * Largest VNI flannel-np uses: a VXLAN header carries 24 bits, but the device name
+   * flannel.&lt;VNI&gt; must fit Linux's 15-character interface names.
+   */
+  public static final int MAX_VNI = 9_999_999;
 
   public static Config fromEnv(Map<String, String> env) {
     return fromEnv(env, Config::systemHostName);
@@ -80,7 +83,7 @@ public record Config(
     if (!r.get(Setting.CLUSTER_SUBNET_SIZE).isBlank()) {
       clusterSize = r.integer(Setting.CLUSTER_SUBNET_SIZE, netSize + 1, hostSize);
     }
-    int vniStart = r.integer(Setting.VNI_START, 0, MAX_VNI - 1);
+    int vniStart = r.integer(Setting.VNI_START, 0, MAX_VNI - 1); // flannel.<VNI> must fit 15 characters
     long ttl = r.integer(Setting.SUBNET_LEASE_TTL, 5, 30 * 86400);
     boolean compat = r.bool(Setting.DNS_DOCKER_COMPATIBILITY_MODE);
     int dnsTtl = r.integer(Setting.DNS_TTL, 0, 2_147_483_647);

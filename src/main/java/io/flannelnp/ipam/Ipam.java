@@ -218,6 +218,40 @@ public final class Ipam {
         .andThen(ar -> leasing.remove(flannelId)));
   }
 
+  /**
+   * At start: every lease in etcd with this node's PublicIP is this node's from before a restart.
+   * Take each back under a fresh etcd lease and keep it alive, so a restarted daemon keeps its
+   * blocks (and every peer its routes) without waiting for a Docker call.
+   */
+  public Future<java.util.List<NodeLease>> adoptLeases(String node, String publicIp) {
+    return etcd.list(schema.networks()).compose(l -> {
+      java.util.List<Future<NodeLease>> adopted = new java.util.ArrayList<>();
+      for (KeyValue kv : l.kvs()) {
+        if (schema.family(kv.key()) != io.flannelnp.etcd.EtcdSchema.Family.SUBNET_LEASES) {
+          continue;
+        }
+        String ip;
+        try {
+          ip = new JsonObject(kv.value()).getString("PublicIP", "");
+        } catch (RuntimeException e) {
+          continue; // not a lease value we understand; not ours to touch
+        }
+        if (ip.equals(publicIp)) {
+          schema.flannelIdOf(kv.key()).ifPresent(fid -> adopted.add(ensureNodeLease(fid, node, publicIp)));
+        }
+      }
+      return Future.join(adopted).map(cf -> {
+        java.util.List<NodeLease> out = new java.util.ArrayList<>();
+        for (int i = 0; i < adopted.size(); i++) {
+          if (cf.succeeded(i)) {
+            out.add(cf.resultAt(i));
+          }
+        }
+        return out;
+      });
+    });
+  }
+
   public Optional<NodeLease> heldLease(String flannelId) {
     return Optional.ofNullable(leases.get(flannelId));
   }

@@ -188,8 +188,9 @@ class ConfigTest {
   @Test
   void vniStartBoundsAreAccepted() {
     assertThat(load("VNI_START", "0").vniStart()).isZero();
-    assertThat(load("VNI_START", "16777214").vniStart()).isEqualTo(Config.MAX_VNI - 1);
-    assertThat(Config.MAX_VNI).isEqualTo((1 << 24) - 1);
+    assertThat(load("VNI_START", "9999998").vniStart()).isEqualTo(Config.MAX_VNI - 1);
+    // flannel.<VNI> must fit Linux's 15-character interface names
+    assertThat(("flannel." + Config.MAX_VNI).length()).isEqualTo(15);
   }
 
   @Test
@@ -358,13 +359,30 @@ class ConfigTest {
   @ParameterizedTest
   @ValueSource(strings = {"abc", "65 14", "6514.0", "0x1972", "", "99999999999"})
   void nonNumericVniStartIsRejected(String raw) {
-    assertBadSetting(failure("VNI_START", raw), "VNI_START", raw, "must be an integer between 0 and 16777214");
+    assertBadSetting(failure("VNI_START", raw), "VNI_START", raw, "must be an integer between 0 and 9999998");
   }
 
   @ParameterizedTest
-  @ValueSource(strings = {"-1", "16777215", "16777216", "2147483648"})
+  @ValueSource(strings = {"-1", "9999999", "16777215", "2147483648"})
   void vniStartOutOfRangeIsRejected(String raw) {
-    assertBadSetting(failure("VNI_START", raw), "VNI_START", raw, "must be an integer between 0 and 16777214");
+    assertBadSetting(failure("VNI_START", raw), "VNI_START", raw, "must be an integer between 0 and 9999998");
+  }
+
+  // ---- CLUSTER_SUBNET_SIZE ------------------------------------------------------------------
+
+  @Test
+  void clusterRangeDefaultsToOneNodeBlockAndCanBeWidened() {
+    assertThat(load("DEFAULT_HOST_SUBNET_SIZE", "25").clusterSubnetSize()).isEqualTo(25);
+    Config wide = load("CLUSTER_SUBNET_SIZE", "23");
+    assertThat(wide.clusterSubnetSize()).isEqualTo(23);
+    // /20 holds 32 blocks of /25; a /23 cluster range takes 4 of them
+    assertThat(wide.nodesPerNetwork()).isEqualTo(28);
+  }
+
+  @ParameterizedTest
+  @ValueSource(strings = {"20", "26", "x"})
+  void clusterRangeMustLieBetweenTheNetworkAndANodeBlock(String raw) {
+    assertBadSetting(failure("CLUSTER_SUBNET_SIZE", raw), "CLUSTER_SUBNET_SIZE", raw, "must be an integer between 21 and 25");
   }
 
   // ---- other integers -----------------------------------------------------------------------
@@ -692,6 +710,7 @@ class ConfigTest {
         Map.entry("DEFAULT_FLANNEL_OPTIONS", "-bogus=1"),
         Map.entry("NETWORK_SUBNET_SIZE", "x"),
         Map.entry("DEFAULT_HOST_SUBNET_SIZE", "x"),
+        Map.entry("CLUSTER_SUBNET_SIZE", "x"),
         Map.entry("VNI_START", "x"),
         Map.entry("SUBNET_LEASE_TTL", "x"),
         Map.entry("DNS_DOCKER_COMPATIBILITY_MODE", "x"),

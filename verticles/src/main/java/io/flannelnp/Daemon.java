@@ -75,7 +75,21 @@ public final class Daemon {
         .compose(v -> deploy("LoadBalancerVerticle", new LoadBalancerVerticle(schema)))
         .compose(v -> deploy("DnsVerticle", new DnsVerticle(schema)))
         .compose(v -> deploy("DockerVerticle", new DockerVerticle(config.dockerSocket())));
-    return chain;
+    return chain.onSuccess(v -> adoptLeases(publicIp));
+  }
+
+  /** Renews the Flannel leases this node held before a restart; retried until etcd answers. */
+  private void adoptLeases(Supplier<Future<String>> publicIp) {
+    publicIp.get().compose(ip -> ipam.adoptLeases(config.nodeName(), ip)).onComplete(ar -> {
+      if (ar.succeeded()) {
+        if (!ar.result().isEmpty()) {
+          LOG.info("kept " + ar.result().size() + " subnet lease(s) from before the restart");
+        }
+      } else {
+        LOG.fine("adopting leases failed (" + ar.cause().getMessage() + "); retrying in 5 s");
+        vertx.setTimer(5000, t -> adoptLeases(publicIp));
+      }
+    });
   }
 
   /** Resolved once (it runs `ip`), on a worker; a failure is retried at the next call. */

@@ -1,0 +1,459 @@
+package io.flannelnp.ipam;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.catchThrowableOfType;
+
+import io.flannelnp.config.Config;
+import io.flannelnp.etcd.EtcdSchema;
+import io.flannelnp.etcd.EtcdStore;
+import io.flannelnp.etcd.KeyValue;
+import io.flannelnp.ipam.IpamException.Reason;
+import io.flannelnp.ipam.Owner.Kind;
+import io.flannelnp.ipam.Owner.Space;
+import io.flannelnp.testing.EtcdServer;
+import io.vertx.core.Future;
+import io.vertx.core.Vertx;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Predicate;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.TestInfo;
+import org.junit.jupiter.api.Timeout;
+
+/** {@link Ipam}'s behaviour, one rule per test, against a real etcd process. */
+@Timeout(value = 60, unit = TimeUnit.SECONDS)
+class IpamTest {
+  static final String FID = "net-a";
+  static final long TTL = 120;
+
+  static EtcdServer etcd;
+  static Vertx vertx;
+
+  /** Every store and Ipam a test opens, closed after it (Ipams first: their keep-alives stop). */
+  final List<EtcdStore> stores = new ArrayList<>();
+  final List<Ipam> ipams = new ArrayList<>();
+  String prefix;
+  EtcdSchema schema;
+  EtcdStore store;
+
+  @BeforeAll
+  static void startEtcd() {
+    etcd = EtcdServer.start();
+    vertx = Vertx.vertx();
+  }
+
+  @AfterAll
+  static void stopEtcd() {
+    vertx.close().toCompletionStage().toCompletableFuture().join();
+    etcd.close();
+  }
+
+  @BeforeEach
+  void open(TestInfo info) {
+    prefix = "/fnp-test/IpamTest/" + info.getTestMethod().orElseThrow().getName();
+    schema = new EtcdSchema(prefix);
+    store = newStore();
+  }
+
+  @AfterEach
+  void cleanup() throws Exception {
+    ipams.forEach(Ipam::detach);
+    await(store.deletePrefix(schema.root()));
+    assertThat(await(store.list(schema.root())).kvs()).isEmpty();
+    stores.forEach(EtcdStore::close);
+  }
+
+  // ---- helpers ----------------------------------------------------------------------------
+
+  EtcdStore newStore() {
+    EtcdStore s = new EtcdStore(vertx, etcd.endpoints(), Optional.empty(), Duration.ofSeconds(5));
+    stores.add(s);
+    return s;
+  }
+
+  /** The defaults of these tests (10.60.0.0/16, /20 networks, /25 node blocks) plus overrides (k, v, ...). */
+  Config config(String... overrides) {
+    Map<String, String> env = new HashMap<>(Map.of(
+        "ETCD_ENDPOINTS", etcd.endpoint(),
+        "ETCD_PREFIX", prefix,
+        "AVAILABLE_SUBNETS", "10.60.0.0/16",
+        "NETWORK_SUBNET_SIZE", "20",
+        "DEFAULT_HOST_SUBNET_SIZE", "25",
+        "SUBNET_LEASE_TTL", String.valueOf(TTL),
+        "NODE_NAME", "node-a"));
+    for (int i = 0; i < overrides.length; i += 2) {
+      env.put(overrides[i], overrides[i + 1]);
+    }
+    return Config.fromEnv(Map.copyOf(env));
+  }
+
+  /** An Ipam on its own etcd client, as a separate daemon would have. */
+  Ipam daemon(Config config) {
+    Ipam ipam = new Ipam(newStore(), schema, config);
+    ipams.add(ipam);
+    return ipam;
+  }
+
+  Ipam daemon() {
+    return daemon(config());
+  }
+
+  static <T> T await(Future<T> f) throws Exception {
+    try {
+      return f.toCompletionStage().toCompletableFuture().get(20, TimeUnit.SECONDS);
+    } catch (ExecutionException e) {
+      if (e.getCause() instanceof Exception ex) {
+        throw ex;
+      }
+      throw e;
+    }
+  }
+
+  static IpamException refusal(Future<?> f) {
+    IpamException e = catchThrowableOfType(IpamException.class, () -> await(f));
+    assertThat(e).as("the call must fail with an IpamException").isNotNull();
+    return e;
+  }
+
+  static Cidr cidr(String s) {
+    return Cidr.parse(s);
+  }
+
+  static long ip(String s) {
+    return Ipv4.parse(s);
+  }
+
+  NetworkRecord create(Ipam ipam, String fid) throws Exception {
+    return await(ipam.createNetwork(fid, Optional.empty(), Map.of()));
+  }
+
+  List<String> keys(String under) throws Exception {
+    return await(store.list(under)).kvs().stream().map(KeyValue::key).toList();
+  }
+
+  static Owner container(String node, String mac) {
+    return Owner.container(node, mac, "");
+  }
+
+  static Predicate<Owner> heldBy(String node) {
+    return o -> o.space() == Space.LOCAL && o.node().equals(node);
+  }
+
+  // ---- networks ---------------------------------------------------------------------------
+
+  @Test
+  void createNetworkPicksTheFirstFreeBlockInAvailableSubnetsOrder() throws Exception {
+    // AVAILABLE_SUBNETS order, not numeric order: 10.60.0.0/19 is carved before 10.20.0.0/19
+    Ipam leader = daemon(config("AVAILABLE_SUBNETS", "10.60.0.0/19,10.20.0.0/19"));
+    assertThat(create(leader, "a").subnet()).isEqualTo(cidr("10.60.0.0/20"));
+    assertThat(create(leader, "b").subnet()).isEqualTo(cidr("10.60.16.0/20"));
+    assertThat(create(leader, "c").subnet()).isEqualTo(cidr("10.20.0.0/20"));
+    // a freed block is the first free one again
+    await(leader.removeNetwork("a"));
+    assertThat(create(leader, "d").subnet()).isEqualTo(cidr("10.60.0.0/20"));
+    assertThat(await(store.get(schema.addressSpace(cidr("10.60.0.0/20")))).orElseThrow().value()).isEqualTo("d");
+  }
+
+  @Test
+  void createNetworkHonoursSubnetWhenItIsAFreeCarvedBlock() throws Exception {
+    Ipam leader = daemon();
+    NetworkRecord b = await(leader.createNetwork("b", Optional.of(cidr("10.60.48.0/20")), Map.of("k", "v")));
+    assertThat(b.subnet()).isEqualTo(cidr("10.60.48.0/20"));
+    assertThat(b.options()).isEqualTo(Map.of("k", "v"));
+    assertThat(await(leader.networkOfSubnet(cidr("10.60.48.0/20")))).contains("b");
+    // the wish did not move the first free block
+    assertThat(create(leader, "c").subnet()).isEqualTo(cidr("10.60.0.0/20"));
+  }
+
+  @Test
+  void createNetworkRefusesASubnetThatIsNotACarvedBlockNamingTheAllowedBlocks() throws Exception {
+    Ipam leader = daemon();
+    create(leader, "a");
+    for (String bad : List.of("10.61.0.0/20", "10.60.0.0/24", "10.60.0.0/19", "10.0.0.0/8")) {
+      IpamException e = refusal(leader.createNetwork("b", Optional.of(cidr(bad)), Map.of()));
+      assertThat(e.reason()).as(bad).isEqualTo(Reason.BAD_REQUEST);
+      assertThat(e.getMessage()).as(bad).contains(bad, "/20 blocks of [10.60.0.0/16]", "NETWORK_SUBNET_SIZE=20",
+          "the first free block is 10.60.16.0/20");
+    }
+    assertThat(await(store.get(schema.pool("b")))).isEmpty();
+  }
+
+  @Test
+  void createNetworkRefusesATakenSubnetNamingItsNetworkAndTheFirstFreeBlock() throws Exception {
+    Ipam leader = daemon();
+    create(leader, "a");
+    IpamException e = refusal(daemon().createNetwork("b", Optional.of(cidr("10.60.0.0/20")), Map.of()));
+    assertThat(e.reason()).isEqualTo(Reason.IN_USE);
+    assertThat(e.getMessage()).contains("10.60.0.0/20", "network a", "the first free block is 10.60.16.0/20");
+    assertThat(await(store.get(schema.pool("b")))).isEmpty();
+    assertThat(keys(schema.vnis())).containsExactly(schema.vni(6515));
+  }
+
+  @Test
+  void createNetworkReplayedWithTheSameFlannelIdReturnsTheSameRecord() throws Exception {
+    Ipam leader = daemon();
+    NetworkRecord first = await(leader.createNetwork(FID, Optional.empty(), Map.of("x", "1")));
+    assertThat(await(leader.createNetwork(FID, Optional.empty(), Map.of("x", "1")))).isEqualTo(first);
+    // a new leader (another daemon, empty cache) replaying Docker's RequestPool
+    Ipam newLeader = daemon();
+    assertThat(await(newLeader.createNetwork(FID, Optional.empty(), Map.of("x", "1")))).isEqualTo(first);
+    assertThat(await(newLeader.createNetwork(FID, Optional.of(first.subnet()), Map.of("x", "1")))).isEqualTo(first);
+    // no second block and no second VNI were reserved
+    assertThat(keys(schema.addressSpace())).containsExactly(schema.addressSpace(first.subnet()));
+    assertThat(keys(schema.vnis())).containsExactly(schema.vni(first.vni()));
+    // a replay naming another subnet is a different network: refused
+    IpamException e = refusal(newLeader.createNetwork(FID, Optional.of(cidr("10.60.32.0/20")), Map.of()));
+    assertThat(e.reason()).isEqualTo(Reason.CONFLICT);
+    assertThat(e.getMessage()).contains(first.subnet().toString(), "10.60.32.0/20");
+  }
+
+  @Test
+  void networkExhaustionNamesAvailableSubnets() throws Exception {
+    Ipam leader = daemon(config("AVAILABLE_SUBNETS", "10.60.0.0/19"));
+    create(leader, "a");
+    create(leader, "b");
+    IpamException e = refusal(leader.createNetwork("c", Optional.empty(), Map.of()));
+    assertThat(e.reason()).isEqualTo(Reason.EXHAUSTED);
+    assertThat(e.getMessage()).contains("AVAILABLE_SUBNETS", "10.60.0.0/19");
+    assertThat(await(store.get(schema.pool("c")))).isEmpty();
+    assertThat(keys(schema.vnis())).hasSize(2);
+  }
+
+  @Test
+  void vnisStartAboveVniStartAndAreNeverSharedByTwoLiveNetworks() throws Exception {
+    Ipam leader = daemon();
+    NetworkRecord a = create(leader, "a");
+    NetworkRecord b = create(leader, "b");
+    assertThat(a.vni()).isEqualTo(6515);
+    assertThat(b.vni()).isEqualTo(6516);
+    await(leader.removeNetwork("a"));
+    NetworkRecord c = create(daemon(), "c");
+    assertThat(c.vni()).isNotEqualTo(b.vni()).isGreaterThan(6514);
+    // every VNI key names exactly one live network, and every live network has its own
+    Map<String, String> vnis = new HashMap<>();
+    for (KeyValue kv : await(store.list(schema.vnis())).kvs()) {
+      vnis.put(kv.key().substring(schema.vnis().length()), kv.value());
+    }
+    assertThat(vnis).containsOnly(Map.entry(String.valueOf(b.vni()), "b"), Map.entry(String.valueOf(c.vni()), "c"));
+    assertThat(c.vni()).isEqualTo(6515); // the lowest free one: the removed network's
+
+    // VNI_START moves the range
+    Ipam other = daemon(config("VNI_START", "7000", "AVAILABLE_SUBNETS", "10.61.0.0/16"));
+    assertThat(create(other, "d").vni()).isEqualTo(7001);
+  }
+
+  @Test
+  void flannelConfigIsExactlyFlannelsJson() throws Exception {
+    Ipam leader = daemon();
+    NetworkRecord rec = create(leader, FID);
+    assertThat(await(store.get(schema.networkConfig(FID))).orElseThrow().value()).isEqualTo(
+        "{\"Network\":\"10.60.0.0/20\",\"SubnetLen\":25,\"SubnetMin\":\"10.60.0.128\",\"SubnetMax\":\"10.60.15.128\","
+            + "\"Backend\":{\"Type\":\"vxlan\",\"VNI\":6515,\"Port\":8472}}");
+    assertThat(NetworkRecord.fromJson(await(store.get(schema.pool(FID))).orElseThrow().value())).isEqualTo(rec);
+  }
+
+  // ---- node leases ------------------------------------------------------------------------
+
+  @Test
+  void nodeLeaseIsFlannelsValueOnAnEtcdLeaseOfSubnetLeaseTtl() throws Exception {
+    create(daemon(), FID);
+    Ipam node = daemon();
+    Ipam.NodeLease lease = await(node.ensureNodeLease(FID, "node-a", "198.18.0.11"));
+    assertThat(lease.block()).isEqualTo(cidr("10.60.0.128/25"));
+    String key = prefix + "/networks/" + FID + "/subnets/10.60.0.128-25";
+    KeyValue kv = await(store.get(key)).orElseThrow();
+    String mac = FlannelJson.vtepMac("node-a", 6515);
+    assertThat(mac).matches("0e(:[0-9a-f]{2}){5}");
+    assertThat(kv.value()).isEqualTo("{\"PublicIP\":\"198.18.0.11\",\"PublicIPv6\":null,\"BackendType\":\"vxlan\","
+        + "\"BackendData\":{\"VNI\":6515,\"VtepMAC\":\"" + mac + "\"}}");
+    assertThat(lease.value()).isEqualTo(kv.value());
+    assertThat(kv.lease()).isEqualTo(lease.leaseId()).isNotZero();
+    long ttl = await(store.leaseTtl(kv.lease()));
+    assertThat(ttl).isBetween(TTL - 10, TTL);
+    // asking again returns the held lease, without a second key
+    assertThat(await(node.ensureNodeLease(FID, "node-a", "198.18.0.11"))).isEqualTo(lease);
+    assertThat(keys(schema.subnets(FID))).containsExactly(key);
+    // giving it up revokes the etcd lease, and the key goes with it
+    await(node.releaseNodeLease(FID));
+    assertThat(keys(schema.subnets(FID))).isEmpty();
+    assertThat(await(store.leaseTtl(lease.leaseId()))).isEqualTo(-1L);
+  }
+
+  @Test
+  void aRestartedDaemonWithTheSamePublicIpTakesTheSameBlockBackAndAnotherIpGetsTheNext() throws Exception {
+    create(daemon(), FID);
+    Ipam first = daemon();
+    Ipam.NodeLease before = await(first.ensureNodeLease(FID, "node-a", "198.18.0.11"));
+    first.detach(); // the daemon stops without revoking, as a restart does
+
+    Ipam restarted = daemon();
+    Ipam.NodeLease after = await(restarted.ensureNodeLease(FID, "node-a", "198.18.0.11"));
+    assertThat(after.block()).isEqualTo(before.block()).isEqualTo(cidr("10.60.0.128/25"));
+    assertThat(after.value()).isEqualTo(before.value());
+    KeyValue kv = await(store.get(schema.subnet(FID, after.block()))).orElseThrow();
+    assertThat(kv.lease()).isEqualTo(after.leaseId());
+
+    Ipam other = daemon(config("NODE_NAME", "node-b"));
+    Ipam.NodeLease next = await(other.ensureNodeLease(FID, "node-b", "198.18.0.12"));
+    assertThat(next.block()).isEqualTo(cidr("10.60.1.0/25"));
+    assertThat(keys(schema.subnets(FID))).hasSize(2);
+  }
+
+  @Test
+  void nodeBlockExhaustionNamesDefaultHostSubnetSize() throws Exception {
+    Config small = config("DEFAULT_HOST_SUBNET_SIZE", "22");
+    assertThat(small.nodesPerNetwork()).isEqualTo(3);
+    create(daemon(small), FID);
+    List<Cidr> blocks = new ArrayList<>();
+    for (int i = 1; i <= 3; i++) {
+      blocks.add(await(daemon(small).ensureNodeLease(FID, "node-" + i, "198.18.0.1" + i)).block());
+    }
+    assertThat(blocks).containsExactly(cidr("10.60.4.0/22"), cidr("10.60.8.0/22"), cidr("10.60.12.0/22"));
+    IpamException e = refusal(daemon(small).ensureNodeLease(FID, "node-4", "198.18.0.14"));
+    assertThat(e.reason()).isEqualTo(Reason.EXHAUSTED);
+    assertThat(e.getMessage()).contains("DEFAULT_HOST_SUBNET_SIZE", "3 node blocks", "10.60.0.0/20");
+  }
+
+  // ---- addresses --------------------------------------------------------------------------
+
+  @Test
+  void clusterRangeExhaustionNamesClusterSubnetSize() throws Exception {
+    Ipam leader = daemon();
+    NetworkRecord rec = create(leader, FID);
+    AddressPlan plan = leader.plan();
+    long first = plan.clusterFirst(rec.subnet());
+    long last = plan.clusterLast(rec.subnet());
+    assertThat(Ipv4.format(first)).isEqualTo("10.60.0.2");
+    assertThat(Ipv4.format(last)).isEqualTo("10.60.0.126");
+    // the range name and hint IpamApi passes for the leader's requests
+    String range = "the cluster range " + plan.clusterRange(rec.subnet()) + " of network " + FID;
+    String hint = "it holds the Swarm VIPs and task addresses of the network; give it more room with a shorter"
+        + " CLUSTER_SUBNET_SIZE (now /" + plan.clusterSize() + ")";
+    List<Long> got = new ArrayList<>();
+    for (long i = first; i <= last; i++) {
+      got.add(await(leader.allocateNext(FID, first, last, Owner.leader(Kind.PLACEHOLDER, "m1"), range, hint)).address());
+    }
+    assertThat(got).doesNotHaveDuplicates().hasSize(125).allMatch(a -> a >= first && a <= last);
+    IpamException e = refusal(leader.allocateNext(FID, first, last, Owner.leader(Kind.PLACEHOLDER, "m1"), range, hint));
+    assertThat(e.reason()).isEqualTo(Reason.EXHAUSTED);
+    assertThat(e.getMessage()).contains("CLUSTER_SUBNET_SIZE", "10.60.0.0/25", "125 addresses", "exhausted");
+    // another leader (fresh cache) agrees
+    IpamException e2 = refusal(daemon().allocateNext(FID, first, last, Owner.leader(Kind.VIP, "m2"), range, hint));
+    assertThat(e2.reason()).isEqualTo(Reason.EXHAUSTED);
+    // one freed address is found again, even by the leader whose cache saw the range full
+    assertThat(await(leader.release(FID, ip("10.60.0.77"), o -> o.space() == Space.GLOBAL))).isTrue();
+    assertThat(await(leader.allocateNext(FID, first, last, Owner.leader(Kind.PLACEHOLDER, "m1"), range, hint)).ip())
+        .isEqualTo("10.60.0.77");
+  }
+
+  @Test
+  void allocateSpecificIsIdempotentForTheSameHolderAndRefusesAnotherNamingTheHolder() throws Exception {
+    create(daemon(), FID);
+    Ipam a = daemon();
+    long addr = ip("10.60.0.140");
+    Owner mine = container("node-a", "02:00:00:00:00:01");
+    Ipam.Allocation first = await(a.allocateSpecific(FID, addr, mine));
+    assertThat(first.existing()).isFalse();
+    assertThat(first.owner()).isEqualTo(mine);
+    // the same container asking again (a retried call, a restarted daemon)
+    Owner again = container("node-a", "02:00:00:00:00:01");
+    Ipam.Allocation second = await(daemon().allocateSpecific(FID, addr, again));
+    assertThat(second.existing()).isTrue();
+    assertThat(second.owner()).isEqualTo(mine);
+    // another container of the same node, a container of another node, the leader: refused
+    for (Owner other : List.of(container("node-a", "02:00:00:00:00:02"), container("node-b", "02:00:00:00:00:01"),
+        Owner.leader(Kind.PLACEHOLDER, "m1"))) {
+      IpamException e = refusal(daemon().allocateSpecific(FID, addr, other));
+      assertThat(e.reason()).as(other.describe()).isEqualTo(Reason.IN_USE);
+      assertThat(e.getMessage()).as(other.describe())
+          .contains("10.60.0.140", "container on node node-a (MAC 02:00:00:00:00:01)");
+    }
+    assertThat(Owner.fromJson(await(store.get(schema.allocation(FID, "10.60.0.140"))).orElseThrow().value()))
+        .isEqualTo(mine);
+    // the leader's own replays are the same holder whichever leader asks
+    long vip = ip("10.60.0.9");
+    assertThat(await(a.allocateSpecific(FID, vip, Owner.leader(Kind.VIP, "m1"))).existing()).isFalse();
+    assertThat(await(daemon().allocateSpecific(FID, vip, Owner.leader(Kind.VIP, "m2"))).existing()).isTrue();
+  }
+
+  @Test
+  void releaseWithAForeignPredicateIsANoOp() throws Exception {
+    create(daemon(), FID);
+    Ipam a = daemon();
+    Ipam b = daemon(config("NODE_NAME", "node-b"));
+    long addr = ip("10.60.0.140");
+    Owner mine = container("node-a", "02:00:00:00:00:01");
+    await(a.allocateSpecific(FID, addr, mine));
+    KeyValue before = await(store.get(schema.allocation(FID, "10.60.0.140"))).orElseThrow();
+    assertThat(await(b.release(FID, addr, heldBy("node-b")))).isFalse();
+    assertThat(await(b.release(FID, addr, o -> o.space() == Space.GLOBAL))).isFalse();
+    assertThat(await(a.release(FID, addr, o -> o.node().equals("node-b")))).isFalse();
+    KeyValue after = await(store.get(schema.allocation(FID, "10.60.0.140"))).orElseThrow();
+    assertThat(after).isEqualTo(before); // same value, same revision: untouched
+    // releasing what nobody holds is false too, and the holder's own release works once
+    assertThat(await(b.release(FID, ip("10.60.0.141"), heldBy("node-b")))).isFalse();
+    assertThat(await(a.release(FID, addr, heldBy("node-a")))).isTrue();
+    assertThat(await(a.release(FID, addr, heldBy("node-a")))).isFalse();
+    assertThat(await(store.get(schema.allocation(FID, "10.60.0.140")))).isEmpty();
+  }
+
+  @Test
+  void serialAllocationDoesNotReuseAJustFreedAddressAtOnce() throws Exception {
+    create(daemon(), FID);
+    Ipam node = daemon();
+    Cidr block = await(node.ensureNodeLease(FID, "node-a", "198.18.0.11")).block();
+    long first = AddressPlan.nodeFirst(block);
+    long last = AddressPlan.nodeLast(block);
+    assertThat(Ipv4.format(first)).isEqualTo("10.60.0.130");
+    assertThat(Ipv4.format(last)).isEqualTo("10.60.0.254");
+    List<String> got = new ArrayList<>();
+    for (int i = 0; i < 3; i++) {
+      got.add(await(node.allocateNext(FID, first, last, container("node-a", "02:00:00:00:00:0" + i), "block", "hint")).ip());
+    }
+    assertThat(got).containsExactly("10.60.0.130", "10.60.0.131", "10.60.0.132");
+    assertThat(await(node.release(FID, ip("10.60.0.131"), heldBy("node-a")))).isTrue();
+    assertThat(await(node.release(FID, ip("10.60.0.130"), heldBy("node-a")))).isTrue();
+    assertThat(await(node.allocateNext(FID, first, last, container("node-a", "02:00:00:00:00:10"), "block", "hint")).ip())
+        .isEqualTo("10.60.0.133");
+    assertThat(await(node.allocateNext(FID, first, last, container("node-a", "02:00:00:00:00:11"), "block", "hint")).ip())
+        .isEqualTo("10.60.0.134");
+  }
+
+  @Test
+  void removeNetworkLeavesNoKeyOfTheNetwork() throws Exception {
+    Ipam leader = daemon();
+    NetworkRecord keep = create(leader, "keep");
+    NetworkRecord rec = create(leader, FID);
+    Ipam node = daemon();
+    Ipam.NodeLease lease = await(node.ensureNodeLease(FID, "node-a", "198.18.0.11"));
+    await(node.addPoolRef(FID, "node-a"));
+    await(node.allocateSpecific(FID, AddressPlan.nodeGateway(lease.block()), Owner.nodeGateway("node-a")));
+    await(node.allocateNext(FID, AddressPlan.nodeFirst(lease.block()), AddressPlan.nodeLast(lease.block()),
+        container("node-a", "02:00:00:00:00:01"), "block", "hint"));
+    await(leader.allocateSpecific(FID, leader.plan().clusterGateway(rec.subnet()), Owner.leader(Kind.GATEWAY, "m1")));
+    await(store.put(schema.dockerId(FID), "d0c4e7"));
+    assertThat(keys(schema.network(FID))).hasSizeGreaterThanOrEqualTo(7);
+
+    await(leader.removeNetwork(FID));
+    assertThat(keys(schema.network(FID))).isEmpty();
+    assertThat(await(store.get(schema.addressSpace(rec.subnet())))).isEmpty();
+    assertThat(await(store.get(schema.vni(rec.vni())))).isEmpty();
+    // the other network is untouched, and nothing else of the removed one is anywhere
+    assertThat(keys(schema.root())).allMatch(k -> !k.contains(FID)).containsExactlyInAnyOrder(
+        schema.addressSpace(keep.subnet()), schema.vni(keep.vni()), schema.pool("keep"), schema.networkConfig("keep"));
+    // idempotent, and the network is gone for every daemon
+    await(leader.removeNetwork(FID));
+    IpamException e = refusal(daemon().network(FID));
+    assertThat(e.reason()).isEqualTo(Reason.NOT_FOUND);
+  }
+}
