@@ -133,6 +133,18 @@ public final class EtcdSchema {
     return dockerContainers() + node + "/";
   }
 
+  public String dockerNetwork(String dockerId) {
+    return dockerNetworks() + dockerId;
+  }
+
+  public String dockerService(String serviceId) {
+    return dockerServices() + serviceId;
+  }
+
+  public String dockerContainer(String node, String containerId) {
+    return dockerContainers(node) + containerId;
+  }
+
   /** Classifies a key under this prefix. */
   public Family family(String key) {
     if (!key.startsWith(p + "/")) {
