@@ -93,12 +93,24 @@ public final class PluginRoutes {
     return path.startsWith("/NetworkDriver.") ? Subsystem.NETWORK : Subsystem.PLUGIN;
   }
 
+  /**
+   * Every call answers within this bound, well inside Docker's 30 s client timeout. A call cut
+   * off here may still finish its etcd work; handlers are idempotent for the same requester, so
+   * Docker's retry gets the same answer.
+   */
+  public static final long CALL_TIMEOUT_MS = 20_000;
+
   /** Runs a route: the etcd gate first for state-changing calls, so they fail fast and clearly. */
   public Future<JsonObject> call(Route r, JsonObject body) {
     if (!r.needsEtcd()) {
       return r.handler().apply(body);
     }
     return etcd.ping().recover(err -> Future.failedFuture(new PluginError(err.getMessage())))
-        .compose(v -> r.handler().apply(body));
+        .compose(v -> r.handler().apply(body))
+        .timeout(CALL_TIMEOUT_MS, java.util.concurrent.TimeUnit.MILLISECONDS)
+        .recover(err -> Future.failedFuture(err instanceof java.util.concurrent.TimeoutException
+            ? new PluginError("no answer within " + CALL_TIMEOUT_MS / 1000 + " s: etcd ("
+                + String.join(", ", etcd.endpoints()) + ") or the kernel is too slow; Docker may retry")
+            : err));
   }
 }
