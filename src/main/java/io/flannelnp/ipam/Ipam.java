@@ -51,6 +51,9 @@ public final class Ipam {
   private final Map<String, NodeLease> leases = new ConcurrentHashMap<>();
   private final Map<String, EtcdStore.KeepAlive> keepAlives = new ConcurrentHashMap<>();
   private final Map<String, Future<NodeLease>> leasing = new ConcurrentHashMap<>();
+  private final Map<String, Set<Long>> pending = new ConcurrentHashMap<>();
+  private final java.util.concurrent.atomic.AtomicBoolean watching = new java.util.concurrent.atomic.AtomicBoolean();
+  private volatile io.flannelnp.etcd.PrefixWatch reservationWatch;
 
   public Ipam(EtcdStore etcd, EtcdSchema schema, Config config) {
     this.etcd = etcd;
@@ -75,6 +78,7 @@ public final class Ipam {
   }
 
   private Future<NetworkRecord> createNetwork(String fid, Optional<Cidr> wanted, Map<String, String> options, int attempt) {
+    ensureWatching();
     return etcd.get(schema.pool(fid)).compose(existing -> {
       if (existing.isPresent()) {
         NetworkRecord rec = NetworkRecord.fromJson(existing.get().value());
@@ -153,6 +157,7 @@ public final class Ipam {
   }
 
   public Future<NetworkRecord> network(String flannelId) {
+    ensureWatching();
     NetworkRecord cached = networks.get(flannelId);
     if (cached != null) {
       return Future.succeededFuture(cached);
@@ -186,20 +191,53 @@ public final class Ipam {
             .thenDelete(schema.addressSpace(rec.subnet())).thenDelete(schema.vni(rec.vni()));
       }
       t.thenDeletePrefix(schema.network(flannelId));
-      return t.commit().compose(r -> r.succeeded() ? Future.succeededFuture()
-          // a reservation no longer ours: leave it, remove the rest
-          : etcd.deletePrefix(schema.network(flannelId)).mapEmpty());
-    }).onSuccess(v -> {
-      networks.remove(flannelId);
-      used.remove(flannelId);
-      cursors.keySet().removeIf(k -> k.startsWith(flannelId + "/"));
-      EtcdStore.KeepAlive ka = keepAlives.remove(flannelId);
-      if (ka != null) {
-        ka.close();
+      if (kv.isEmpty()) {
+        return t.commit().mapEmpty();
       }
-      leases.remove(flannelId);
+      NetworkRecord rec = NetworkRecord.fromJson(kv.get().value());
+      return t.commit().compose(r -> r.succeeded() ? Future.succeededFuture()
+          // a reservation no longer ours: leave that one, remove the rest
+          : Future.all(
+              etcd.txn().ifValue(schema.addressSpace(rec.subnet()), flannelId).thenDelete(schema.addressSpace(rec.subnet())).commit(),
+              etcd.txn().ifValue(schema.vni(rec.vni()), flannelId).thenDelete(schema.vni(rec.vni())).commit(),
+              etcd.deletePrefix(schema.network(flannelId))).mapEmpty());
+    }).onSuccess(v -> {
+      forget(flannelId);
       LOG.info("network " + flannelId + " removed from etcd");
     }).mapEmpty();
+  }
+
+  /**
+   * Another daemon (the leader) removes networks: watch the subnet reservations, one key per
+   * network, and forget a network's cached record, allocations and lease as soon as its
+   * reservation goes, so a re-created network with the same flannel-id is never served from a
+   * stale cache.
+   */
+  private void ensureWatching() {
+    if (watching.compareAndSet(false, true)) {
+      reservationWatch = etcd.listAndWatch(schema.addressSpace(), batch -> {
+        for (io.flannelnp.etcd.WatchEvent e : batch.events()) {
+          if (e.type() == io.flannelnp.etcd.WatchEvent.Type.DELETE && e.prev() != null) {
+            forget(e.prev().value());
+          }
+        }
+      });
+    }
+  }
+
+  /** Drops everything cached about a network and stops renewing this node's lease of it. */
+  public void forget(String flannelId) {
+    networks.remove(flannelId);
+    used.remove(flannelId);
+    cursors.keySet().removeIf(k -> k.startsWith(flannelId + "/"));
+    NodeLease nl = leases.remove(flannelId);
+    EtcdStore.KeepAlive ka = keepAlives.remove(flannelId);
+    if (ka != null) {
+      ka.close();
+    }
+    if (nl != null) {
+      etcd.revokeLease(nl.leaseId()); // its key went with the network; the etcd lease need not linger
+    }
   }
 
   // ---- node leases (Flannel subnets/) -------------------------------------------------
@@ -214,8 +252,24 @@ public final class Ipam {
     if (held != null) {
       return Future.succeededFuture(held);
     }
-    return leasing.computeIfAbsent(flannelId, k -> acquire(flannelId, node, publicIp, Optional.empty(), 0)
-        .andThen(ar -> leasing.remove(flannelId)));
+    ensureWatching();
+    Future<NodeLease> inFlight = leasing.get(flannelId);
+    if (inFlight != null) {
+      return inFlight;
+    }
+    // Not computeIfAbsent: the acquisition may complete synchronously (a closed client), and its
+    // cleanup must not run inside the map's own update.
+    io.vertx.core.Promise<NodeLease> p = io.vertx.core.Promise.promise();
+    Future<NodeLease> mine = p.future();
+    Future<NodeLease> raced = leasing.putIfAbsent(flannelId, mine);
+    if (raced != null) {
+      return raced;
+    }
+    acquire(flannelId, node, publicIp, Optional.empty(), 0).onComplete(ar -> {
+      leasing.remove(flannelId, mine);
+      p.handle(ar);
+    });
+    return mine;
   }
 
   /**
@@ -340,6 +394,10 @@ public final class Ipam {
 
   /** Stops renewing leases without revoking them: a restarted daemon takes them back. */
   public void detach() {
+    io.flannelnp.etcd.PrefixWatch w = reservationWatch;
+    if (w != null) {
+      w.close();
+    }
     keepAlives.values().forEach(EtcdStore.KeepAlive::close);
     keepAlives.clear();
     leases.clear();
@@ -413,13 +471,15 @@ public final class Ipam {
   private Future<Allocation> allocateNext(String fid, long first, long last, Owner owner, String rangeName, String hint,
       boolean refreshed, int races) {
     Map<Long, Owner> cache = cache(fid);
+    Set<Long> inFlight = pending.computeIfAbsent(fid, k -> ConcurrentHashMap.newKeySet());
     String cursorKey = fid + "/" + first;
     long start = cursors.getOrDefault(cursorKey, first);
     long size = last - first + 1;
     long candidate = -1;
     for (long i = 0; i < size; i++) {
       long a = first + ((start - first + i) % size);
-      if (!cache.containsKey(a)) {
+      // skip addresses another request of this process is claiming right now
+      if (!cache.containsKey(a) && inFlight.add(a)) {
         candidate = a;
         break;
       }
@@ -432,8 +492,10 @@ public final class Ipam {
           rangeName + " (" + Ipv4.format(first) + "-" + Ipv4.format(last) + ", " + size + " addresses) is exhausted; " + hint));
     }
     long a = candidate;
+    cursors.put(cursorKey, a + 1 > last ? first : a + 1);
     String key = schema.allocation(fid, Ipv4.format(a));
-    return etcd.txn().ifAbsent(key).thenPut(key, owner.toJson()).elseGet(key).commit().compose(r -> {
+    return etcd.txn().ifAbsent(key).thenPut(key, owner.toJson()).elseGet(key).commit()
+        .andThen(ar -> inFlight.remove(a)).compose(r -> {
       if (r.succeeded()) {
         cache.put(a, owner);
         cursors.put(cursorKey, a + 1 > last ? first : a + 1);

@@ -247,6 +247,20 @@ class IpamTest {
     assertThat(vnis).containsOnly(Map.entry(String.valueOf(b.vni()), "b"), Map.entry(String.valueOf(c.vni()), "c"));
     assertThat(c.vni()).isEqualTo(6515); // the lowest free one: the removed network's
 
+    // concurrent creations by three leaders (a leader change overlapping): distinct blocks and VNIs
+    List<Ipam> leaders = List.of(daemon(), daemon(), daemon());
+    List<Future<NetworkRecord>> racing = new ArrayList<>();
+    for (int i = 0; i < 9; i++) {
+      racing.add(leaders.get(i % 3).createNetwork("r" + i, Optional.empty(), Map.of()));
+    }
+    await(Future.all(racing));
+    List<NetworkRecord> all = new ArrayList<>(List.of(b, c));
+    racing.forEach(f -> all.add(f.result()));
+    assertThat(all.stream().map(NetworkRecord::vni)).doesNotHaveDuplicates();
+    assertThat(all.stream().map(NetworkRecord::subnet)).doesNotHaveDuplicates();
+    assertThat(keys(schema.vnis())).hasSize(11);
+    assertThat(keys(schema.addressSpace())).hasSize(11);
+
     // VNI_START moves the range
     Ipam other = daemon(config("VNI_START", "7000", "AVAILABLE_SUBNETS", "10.61.0.0/16"));
     assertThat(create(other, "d").vni()).isEqualTo(7001);
@@ -322,6 +336,61 @@ class IpamTest {
     IpamException e = refusal(daemon(small).ensureNodeLease(FID, "node-4", "198.18.0.14"));
     assertThat(e.reason()).isEqualTo(Reason.EXHAUSTED);
     assertThat(e.getMessage()).contains("DEFAULT_HOST_SUBNET_SIZE", "3 node blocks", "10.60.0.0/20");
+  }
+
+  /**
+   * A node daemon caches the network and its lease. When the leader removes the network and the
+   * same flannel-id is created again (e.g. {@code docker stack rm} + {@code docker stack deploy}
+   * with a fixed flannel-id), the network may have another subnet and VNI, and the node's old lease
+   * key is gone: the node must not go on serving the old record and the keyless lease.
+   */
+  @Test
+  void aDaemonDoesNotServeANetworkOrLeaseThatAnotherDaemonRemovedAndRecreated() throws Exception {
+    Ipam leader = daemon();
+    NetworkRecord old = create(leader, FID);
+    Ipam node = daemon();
+    assertThat(await(node.network(FID))).isEqualTo(old);
+    assertThat(await(node.ensureNodeLease(FID, "node-a", "198.18.0.11")).block()).isEqualTo(cidr("10.60.0.128/25"));
+
+    await(leader.removeNetwork(FID));
+    NetworkRecord other = create(leader, "other"); // takes the freed block and VNI
+    assertThat(other.subnet()).isEqualTo(old.subnet());
+    assertThat(other.vni()).isEqualTo(old.vni());
+    NetworkRecord again = create(leader, FID);
+    assertThat(again.subnet()).isEqualTo(cidr("10.60.16.0/20"));
+    assertThat(again.vni()).isEqualTo(6516);
+
+    // the node's view catches up (at once, or soon if the fix is a watch)
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
+    NetworkRecord seen = await(node.network(FID));
+    while (!seen.equals(again) && System.nanoTime() < deadline) {
+      Thread.sleep(50);
+      seen = await(node.network(FID));
+    }
+    assertThat(seen).as("the node's record of the re-created network (the stale one has the subnet and VNI of"
+        + " network 'other')").isEqualTo(again);
+    Ipam.NodeLease lease = await(node.ensureNodeLease(FID, "node-a", "198.18.0.11"));
+    assertThat(again.subnet().contains(lease.block())).as("lease %s inside %s", lease.block(), again.subnet()).isTrue();
+    assertThat(await(store.get(schema.subnet(FID, lease.block())))).as("the lease's key in etcd").isPresent();
+  }
+
+  /** A call on a closed client (a Docker call racing the daemon's stop) fails with the real cause. */
+  @Test
+  void ensureNodeLeaseOnAClosedClientFailsWithEtcdUnavailable() throws Exception {
+    create(daemon(), FID);
+    EtcdStore closing = newStore();
+    Ipam node = new Ipam(closing, schema, config());
+    await(node.network(FID)); // cached: the acquisition then fails without waiting for etcd
+    closing.close();
+    Future<Ipam.NodeLease> f;
+    try {
+      f = node.ensureNodeLease(FID, "node-a", "198.18.0.11");
+    } catch (RuntimeException e) {
+      throw new AssertionError("ensureNodeLease threw instead of failing its future", e);
+    }
+    Throwable cause = catchThrowableOfType(Exception.class, () -> await(f));
+    assertThat(cause).isInstanceOf(io.flannelnp.etcd.EtcdUnavailableException.class)
+        .hasMessageContaining(etcd.endpoint());
   }
 
   // ---- addresses --------------------------------------------------------------------------

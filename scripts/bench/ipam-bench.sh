@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# IPAM benchmark: the cost of flannel-np's address accounting against the bare etcd round trip it
+# is built on, measured in one run against one private etcd:
+#   (a) one etcd create-once txn (p50, p99 over sequential txns; and with 8 concurrent callers)
+#   (b) Ipam.allocateNext + release in a node block: latency and allocations/s, sequential and
+#       with 8 concurrent requesters on one node daemon
+#   (c) the node-side placeholder path of RequestAddress (find + allocateNext)
+# Each p99 is printed as a ratio to the bare txn p99; the goal is below 3.
+#
+# RequestAddress and Join over the plugin socket are measured by a later benchmark (Join needs
+# the kernel: bridges, veths, a network namespace).
+#
+# Needs: JDK 17, Maven with the project's dependencies in ~/.m2 (tries offline first), Debian's
+# etcd (apt-get install etcd-server). No root. The bench (src/test/java/io/flannelnp/bench/
+# IpamBench.java) starts its own etcd on a free loopback port with its data on tmpfs; this script
+# makes sure that etcd and its directory are gone however the run ends (Ctrl-C included).
+#
+# Usage: scripts/bench/ipam-bench.sh [OPS]     OPS: operations per case (default 2000)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+OPS="${1:-2000}"
+case "$OPS" in ''|*[!0-9]*) echo "ipam-bench: OPS must be a number, not '$OPS'" >&2; exit 2;; esac
+
+STATE="$(mktemp -d "${TMPDIR:-/tmp}/ipam-bench.XXXXXX")"
+JAVA_PID=""
+
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  # The JVM's shutdown hook kills etcd and removes its directory; give it the chance (TERM).
+  if [ -n "$JAVA_PID" ] && kill -0 "$JAVA_PID" 2>/dev/null; then
+    kill -TERM "$JAVA_PID" 2>/dev/null
+    for _ in $(seq 1 100); do kill -0 "$JAVA_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$JAVA_PID" 2>/dev/null
+    wait "$JAVA_PID" 2>/dev/null
+  fi
+  # If the JVM could not (killed hard), remove what it recorded: our etcd and our directory only.
+  if [ -s "$STATE/etcd" ]; then
+    local pid dir
+    read -r pid dir < "$STATE/etcd"
+    if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] \
+        && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF -- "--data-dir $dir/data"; then
+      kill -KILL "$pid" 2>/dev/null
+    fi
+    case "$(basename "$dir")" in
+      fnp-etcd-*) rm -rf -- "$dir" ;;
+    esac
+  fi
+  rm -rf -- "$STATE"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+command -v java >/dev/null || { echo "ipam-bench: java not found (install a JDK 17)" >&2; exit 1; }
+command -v mvn >/dev/null || { echo "ipam-bench: mvn not found" >&2; exit 1; }
+[ -x /usr/bin/etcd ] || command -v etcd >/dev/null \
+  || { echo "ipam-bench: etcd not found (apt-get install etcd-server)" >&2; exit 1; }
+
+cd "$ROOT"
+echo "ipam-bench: compiling (core module and its tests)..."
+# The core module's directory is src/, so its target is src/target.
+build() { mvn -B -q "$@" -pl src test-compile dependency:build-classpath -Dmdep.outputFile=target/cp.txt; }
+build -o || { echo "ipam-bench: offline build failed; retrying online" >&2; build; }
+
+CP="src/target/classes:src/target/test-classes:$(cat src/target/cp.txt)"
+# In the background so that this shell gets Ctrl-C at once and cleans up (the JVM then gets TERM).
+java -cp "$CP" -Dbench.ops="$OPS" -Dbench.stateFile="$STATE/etcd" io.flannelnp.bench.IpamBench &
+JAVA_PID=$!
+wait "$JAVA_PID"
