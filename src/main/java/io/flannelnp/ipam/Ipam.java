@@ -546,6 +546,17 @@ public final class Ipam {
 
   private Future<Boolean> release(String fid, long address, Predicate<Owner> allowed, int attempt) {
     String key = schema.allocation(fid, Ipv4.format(address));
+    Owner cached = cache(fid).get(address);
+    if (attempt == 0 && cached != null && allowed.test(cached)) {
+      // One round trip when the cache knows the holder: delete only if the value is unchanged.
+      return etcd.txn().ifValue(key, cached.toJson()).thenDelete(key).commit().compose(r -> {
+        if (r.succeeded()) {
+          cache(fid).remove(address);
+          return Future.succeededFuture(true);
+        }
+        return release(fid, address, allowed, 1);
+      });
+    }
     return etcd.get(key).compose(kv -> {
       if (kv.isEmpty()) {
         cache(fid).remove(address);

@@ -339,7 +339,7 @@ public final class IpamBench {
     System.out.println(line);
     System.out.println("Ratios are to the sequential bare txn p99 (goal: below 3). allocateNext is one create-once txn"
         + " when the cache guesses right;");
-    System.out.println("release is a read and a compare-and-delete (two round trips). Concurrent requesters share one"
+    System.out.println("release is one compare-and-delete txn when the cache knows the holder (else a read first). Concurrent requesters share one"
         + " node daemon (one Ipam, one etcd client)");
     System.out.println("and race for the same next address: txns/alloc (from etcd's own Txn counter) above 1 is the cost"
         + " of those collisions.");
