@@ -232,9 +232,13 @@ public final class NetworkApi {
       }
       JsonObject e = ep.get();
       String fid = e.getString("FlannelID");
-      return ipam.network(fid).compose(rec -> ensureBridge(rec)
-          .compose(v -> bus.<EndpointAttached>request(Addresses.FLANNEL_ENDPOINT_ATTACH,
-              new AttachEndpoint(fid, epId, e.getString("MacAddress", "")), KERNEL_CALL))
+      AttachEndpoint attach = new AttachEndpoint(fid, epId, e.getString("MacAddress", ""));
+      return ipam.network(fid).compose(rec -> bus.<EndpointAttached>request(Addresses.FLANNEL_ENDPOINT_ATTACH, attach, KERNEL_CALL)
+          // the bridge is set up at CreateNetwork; if it went missing since, set it up and retry once
+          .recover(err -> err instanceof io.vertx.core.eventbus.ReplyException re
+              && re.failureCode() == io.flannelnp.bus.Failure.NOT_FOUND
+              ? ensureBridge(rec).compose(v -> bus.<EndpointAttached>request(Addresses.FLANNEL_ENDPOINT_ATTACH, attach, KERNEL_CALL))
+              : Future.failedFuture(err))
           .compose(m -> {
             EndpointAttached at = m.body();
             long gw = AddressPlan.nodeGateway(ipam.heldLease(fid).orElseThrow().block());
