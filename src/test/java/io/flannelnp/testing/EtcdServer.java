@@ -24,12 +24,31 @@ public final class EtcdServer implements AutoCloseable {
   private final int peerPort;
   private final Path log;
   private Process process;
+  private Path tlsDir; // with ca.pem, server.pem, server-key.pem: serve https and require client certs
 
   private EtcdServer(Path dataDir, int clientPort, int peerPort) {
     this.dataDir = dataDir;
     this.clientPort = clientPort;
     this.peerPort = peerPort;
     this.log = dataDir.resolveSibling(dataDir.getFileName() + ".log");
+  }
+
+  /**
+   * An etcd that serves https only and requires client certificates signed by the CA in
+   * {@code tlsDir} (ca.pem, server.pem, server-key.pem).
+   */
+  public static EtcdServer startTls(Path tlsDir) {
+    try {
+      Path base = Files.isDirectory(Path.of("/dev/shm")) ? Path.of("/dev/shm") : Path.of(System.getProperty("java.io.tmpdir"));
+      Path dir = Files.createTempDirectory(base, "fnp-etcd-");
+      EtcdServer s = new EtcdServer(dir.resolve("data"), freePort(), freePort());
+      s.tlsDir = tlsDir;
+      Runtime.getRuntime().addShutdownHook(new Thread(s::close));
+      s.launch();
+      return s;
+    } catch (IOException e) {
+      throw new IllegalStateException(e);
+    }
   }
 
   public static EtcdServer start() {
@@ -46,7 +65,7 @@ public final class EtcdServer implements AutoCloseable {
   }
 
   public String endpoint() {
-    return "http://127.0.0.1:" + clientPort;
+    return (tlsDir == null ? "http" : "https") + "://127.0.0.1:" + clientPort;
   }
 
   public List<String> endpoints() {
@@ -62,7 +81,7 @@ public final class EtcdServer implements AutoCloseable {
       return;
     }
     String etcd = Files.isExecutable(Path.of("/usr/bin/etcd")) ? "/usr/bin/etcd" : "etcd";
-    ProcessBuilder pb = new ProcessBuilder(etcd,
+    java.util.List<String> cmd = new java.util.ArrayList<>(java.util.List.of(etcd,
         "--name", "t1",
         "--data-dir", dataDir.toString(),
         "--listen-client-urls", endpoint(),
@@ -70,7 +89,13 @@ public final class EtcdServer implements AutoCloseable {
         "--listen-peer-urls", "http://127.0.0.1:" + peerPort,
         "--initial-advertise-peer-urls", "http://127.0.0.1:" + peerPort,
         "--initial-cluster", "t1=http://127.0.0.1:" + peerPort,
-        "--logger", "zap", "--log-level", "error")
+        "--logger", "zap", "--log-level", "error"));
+    if (tlsDir != null) {
+      cmd.addAll(java.util.List.of("--cert-file", tlsDir.resolve("server.pem").toString(),
+          "--key-file", tlsDir.resolve("server-key.pem").toString(),
+          "--trusted-ca-file", tlsDir.resolve("ca.pem").toString(), "--client-cert-auth"));
+    }
+    ProcessBuilder pb = new ProcessBuilder(cmd)
         .redirectErrorStream(true)
         .redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile()));
     pb.environment().remove("ETCD_NAME");
@@ -83,6 +108,10 @@ public final class EtcdServer implements AutoCloseable {
   }
 
   private void awaitHealthy(Duration max) {
+    if (tlsDir != null) {
+      awaitListening(max);
+      return;
+    }
     HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofMillis(300)).build();
     long deadline = System.nanoTime() + max.toNanos();
     while (System.nanoTime() < deadline) {
@@ -104,6 +133,22 @@ public final class EtcdServer implements AutoCloseable {
       sleep(50);
     }
     throw new IllegalStateException("etcd not healthy within " + max + ": " + tail());
+  }
+
+  private void awaitListening(Duration max) {
+    long deadline = System.nanoTime() + max.toNanos();
+    while (System.nanoTime() < deadline) {
+      if (!process.isAlive()) {
+        throw new IllegalStateException("etcd exited with " + process.exitValue() + ": " + tail());
+      }
+      try (java.net.Socket sock = new java.net.Socket("127.0.0.1", clientPort)) {
+        sleep(300); // listening; give it a moment to elect itself
+        return;
+      } catch (IOException e) {
+        sleep(50);
+      }
+    }
+    throw new IllegalStateException("etcd not listening within " + max + ": " + tail());
   }
 
   /** SIGKILL: no chance to flush or say goodbye, like a crashed or partitioned etcd. */
