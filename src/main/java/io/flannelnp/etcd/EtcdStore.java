@@ -302,7 +302,7 @@ public final class EtcdStore implements AutoCloseable {
       @Override
       public void onNext(LeaseKeepAliveResponse r) {
         if (r.getTTL() <= 0 && !stopped.get()) {
-          ctx.runOnContext(v -> onLost.run());
+          lost(ctx, onLost);
         }
       }
 
@@ -310,14 +310,14 @@ public final class EtcdStore implements AutoCloseable {
       public void onError(Throwable t) {
         LOG.log(Level.FINE, "keep-alive of lease " + Long.toHexString(leaseId) + " failed: " + t);
         if (!stopped.get()) {
-          ctx.runOnContext(v -> onLost.run());
+          lost(ctx, onLost);
         }
       }
 
       @Override
       public void onCompleted() {
         if (!stopped.get()) {
-          ctx.runOnContext(v -> onLost.run());
+          lost(ctx, onLost);
         }
       }
     });
@@ -325,6 +325,14 @@ public final class EtcdStore implements AutoCloseable {
       stopped.set(true);
       c.close();
     };
+  }
+
+  private static void lost(Context ctx, Runnable onLost) {
+    try {
+      ctx.runOnContext(v -> onLost.run());
+    } catch (java.util.concurrent.RejectedExecutionException closing) {
+      // the daemon's Vert.x is already closed: nobody is left to re-acquire anything
+    }
   }
 
   /** Stops a keep-alive; the lease then expires after its TTL unless revoked. */

@@ -72,7 +72,7 @@ public final class Daemon {
     chain = chain
         .compose(v -> deploy("EtcdWatchVerticle", new EtcdWatchVerticle(etcd, schema)))
         .compose(v -> deploy("FlannelVerticle", new FlannelVerticle(config, schema, kernel)))
-        .compose(v -> deploy("LoadBalancerVerticle", new LoadBalancerVerticle(schema)))
+        .compose(v -> deploy("LoadBalancerVerticle", new LoadBalancerVerticle(schema, kernel)))
         .compose(v -> deploy("DnsVerticle", new DnsVerticle(schema)))
         .compose(v -> deploy("DockerVerticle", new DockerVerticle(config.dockerSocket())));
     return chain.onSuccess(v -> adoptLeases(publicIp));
@@ -137,6 +137,22 @@ public final class Daemon {
       vertx.close().await(Math.max(1, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
     } catch (Exception e) {
       LOG.warning("Vert.x did not close in time: " + e);
+    }
+  }
+
+  /**
+   * Stops the process's work as abruptly as SIGKILL would, for tests that need a crash: no
+   * undeploy, no cleanup; etcd client and Vert.x closed under the verticles, leases not revoked.
+   */
+  public void halt() {
+    if (ipam != null) {
+      ipam.detach();
+    }
+    etcd.close();
+    try {
+      vertx.close().await(5, TimeUnit.SECONDS);
+    } catch (Exception e) {
+      LOG.fine("halt: " + e);
     }
   }
 

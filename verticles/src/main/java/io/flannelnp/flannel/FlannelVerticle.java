@@ -25,25 +25,53 @@ import io.vertx.core.json.JsonObject;
 import java.nio.charset.StandardCharsets;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.EnumSet;
+import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.Callable;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.function.Function;
 import java.util.logging.Level;
 import java.util.logging.Logger;
 
 /**
- * The data plane between hosts: Flannel leases, the flannel.&lt;VNI&gt; devices, bridges and veths,
- * and per remote lease one neighbour, one FDB entry and one route. This build reads the leases
- * and networks in its reconcile pass; the bridge and veth requests of {@link FlannelMessage} are
- * served for real:
+ * The data plane between hosts: the flannel.&lt;VNI&gt; devices and, per remote lease, one neighbour,
+ * one FDB entry and one route (anchors.md §A.3), the bridges and veths of the endpoints, and the
+ * isolation between networks.
  *
+ * <p><b>Reconcile pass</b> (level-triggered: an etcd change or the periodic resync only wakes it):
+ * from the {@link ClusterState}, {@link VxlanPlan} computes this node's networks (those where a
+ * lease has this node's public IP, resolved once in the kernel's namespace like flanneld does:
+ * -public-ip, else -iface, else the default route's interface) and their peers; {@link VxlanSync}
+ * turns the difference with the kernel into {@code ip -batch} / {@code bridge -batch} batches:
+ * <ul>
+ *   <li>{@code flannel.<VNI>}: vxlan, id VNI, local = public IP, dev = uplink, dstport =
+ *       Backend.Port, nolearning, MTU = uplink MTU − 50, MAC = the VtepMAC of this node's lease,
+ *       address = the node block's network address /32, up, alias {@code fnp-vxlan:<flannel-id>}
+ *       (how a device is known to be ours).</li>
+ *   <li>per vxlan lease of another node, in this order: {@code neigh replace}, {@code fdb replace},
+ *       {@code route replace … onlink}; removed (route, neighbour, FDB entry) when the lease is
+ *       deleted or expires.</li>
+ *   <li>our devices of networks this node no longer uses, and bridges (alias
+ *       {@code fnp-net:<flannel-id>}) of networks gone from etcd, are deleted: at start this cleans
+ *       what a previous run left.</li>
+ *   <li>{@link Isolation}: the table {@code inet flannel-np}, one {@code nft -f -} transaction when
+ *       it differs.</li>
+ * </ul>
+ * A <i>full</i> pass reads everything back ({@code ip -json}, {@code bridge -json}, {@code nft -j})
+ * and applies the difference; it runs first, periodically ({@link #RESYNC}: a deleted device or
+ * route is repaired there), after a failure, and whenever networks or this node's leases change.
+ * A <i>partial</i> pass, when only peers changed since a fully successful pass, compares the new
+ * peers with those that pass left and applies the difference without reading the kernel.
+ *
+ * <p><b>Requests</b> of {@link FlannelMessage}, from the plugin API:
  * <ul>
  *   <li>{@link EnsureNetwork}: bridge {@link Names#bridge} (stp off, MTU = uplink MTU − 50, the
  *       gateway address as its only IPv4 address, up), changing only what differs.</li>
@@ -51,9 +79,11 @@ import java.util.logging.Logger;
  *   <li>{@link DetachEndpoint}, {@link RemoveNetwork}: deletions; what is missing is success.</li>
  * </ul>
  *
- * Kernel work runs in {@code vertx.executeBlocking(…, ordered=true)}, so requests are applied one
- * at a time in arrival order; every batch given to a tool is published as
- * {@link Observed.KernelBatch} on {@link Addresses#KERNEL_BATCH}.
+ * Kernel work runs in {@code vertx.executeBlocking(…, ordered=true)}, so passes and requests are
+ * applied one at a time in arrival order; every batch given to a tool is published as
+ * {@link Observed.KernelBatch} on {@link Addresses#KERNEL_BATCH} (with the etcd revision it was
+ * computed from, 0 for requests). Kernel state is never removed on stop: traffic keeps flowing
+ * while the daemon is down, and a restarted daemon finds it in place and changes nothing.
  */
 public final class FlannelVerticle extends ReconcilerVerticle {
   private static final Logger LOG = Logger.getLogger(FlannelVerticle.class.getName());
@@ -68,10 +98,27 @@ public final class FlannelVerticle extends ReconcilerVerticle {
   static final String VETH_ALIAS = "fnp-ep:";
   /** Request-driven batches are not computed from an etcd revision. */
   private static final long NO_REVISION = 0;
+  /** Periodic resync: repairs what someone changed behind our back (a deleted device, a flushed table). */
+  static final Duration RESYNC = Duration.ofSeconds(10);
+  /** How long a bridge asked for by EnsureNetwork is safe from a pass whose snapshot lacks its network. */
+  static final Duration ENSURE_GRACE = Duration.ofSeconds(60);
 
   private final Config config;
   private final EtcdSchema schema;
   private final Kernel kernel;
+  /** This node's public IP once resolved (in the kernel's namespace). */
+  private volatile String publicIp;
+  /** flannel ID → when EnsureNetwork or AttachEndpoint last asked for its bridge (System.nanoTime). */
+  private final Map<String, Long> ensured = new ConcurrentHashMap<>();
+  /** The networks of the last pass (worker-confined: passes run one at a time). */
+  private Set<String> seenNetworks = Set.of();
+  /** The isolation table as last verified or written; null when unknown. */
+  private Isolation.Model nftVerified;
+  /** What the last fully successful pass left, for the next partial pass; null: read the kernel. */
+  private Trusted trusted;
+  private final VxlanPlan.Cache leaseCache = new VxlanPlan.Cache();
+  private int failures;
+  private boolean retryPending;
 
   public FlannelVerticle(Config config, EtcdSchema schema) {
     this(config, schema, Kernel.current());
@@ -103,15 +150,414 @@ public final class FlannelVerticle extends ReconcilerVerticle {
         m -> serve(m, DetachEndpoint.class, this::detachEndpoint));
     vertx.eventBus().<RemoveNetwork>consumer(Addresses.FLANNEL_NETWORK_REMOVE,
         m -> serve(m, RemoveNetwork.class, this::removeNetwork));
+    kernel.keepWarm(); // a batch then costs the tool's work, not its start (see Kernel#keepWarm)
     return Future.succeededFuture();
   }
 
   @Override
+  protected Future<?> stopPlane() {
+    // kernel state stays; only the waiting tool processes go
+    return vertx.executeBlocking(() -> {
+      kernel.release();
+      return null;
+    }, false);
+  }
+
+  @Override
+  protected Duration resyncPeriod() {
+    return RESYNC;
+  }
+
+  /**
+   * One pass: the VXLAN devices, neighbours, FDB entries and routes this node's leases call for,
+   * bridges of networks that are gone, and the isolation table. All kernel work runs on a worker,
+   * ordered with the requests, so a pass never interleaves with a bridge or veth change.
+   */
+  @Override
   protected Future<String> reconcile(ClusterState state, boolean periodic) {
-    long networks = state.kvs().keySet().stream().filter(k -> schema.family(k) == Family.NETWORK_CONFIG).count();
-    long leases = state.kvs().keySet().stream().filter(k -> schema.family(k) == Family.SUBNET_LEASES).count();
-    return Future.succeededFuture(networks + " networks, " + leases + " subnet leases in etcd (node "
-        + config.nodeName() + "); no kernel changes");
+    return vertx.executeBlocking(() -> {
+      try {
+        return sync(state, periodic);
+      } catch (RuntimeException e) {
+        if (!(e instanceof Refused) && !(e instanceof PassFailed)) {
+          LOG.log(Level.WARNING, "flannel pass at revision " + state.revision() + " failed unexpectedly", e);
+          throw new IllegalStateException("flannel pass failed: " + e, e);
+        }
+        throw e;
+      }
+    }, true).andThen(ar -> {
+      if (ar.succeeded()) {
+        failures = 0;
+      } else {
+        retrySoon();
+      }
+    });
+  }
+
+  /** After a failed pass: another one soon (0.5 s, doubling up to the resync period). */
+  private void retrySoon() {
+    if (retryPending) {
+      return;
+    }
+    retryPending = true;
+    long delay = Math.min(RESYNC.toMillis(), 500L << Math.min(failures++, 6));
+    vertx.setTimer(delay, t -> {
+      retryPending = false;
+      wake(false);
+    });
+  }
+
+  /**
+   * A pass. Partial when the networks, this node's leases and its public IP are those of the last
+   * fully successful pass and the pass is not periodic: then only peers changed, the devices are
+   * known to be right, and the kernel's entries are known to be what that pass left, so the new
+   * plan is compared with the old one without reading the kernel (a pass costs the batches it
+   * applies, and nothing else). Otherwise full: everything is read back with {@code ip -json} and
+   * {@code bridge -json} and compared. A failed batch makes the next pass full; so does every
+   * periodic resync, which is how a change behind our back (a deleted device or route) is found.
+   */
+  private String sync(ClusterState state, boolean periodic) throws Exception {
+    long rev = state.revision();
+    String known = publicIp;
+    VxlanPlan plan = null;
+    if (known != null) {
+      plan = VxlanPlan.compute(schema, state.kvs().values(), known, leaseCache);
+      if (!periodic && trusted != null && trusted.sameShape(plan, known)) {
+        return partial(plan, known, rev);
+      }
+    }
+    return full(state, plan, periodic, rev);
+  }
+
+  /** What the last fully successful pass left in the kernel (worker-confined; null: unknown). */
+  private record Trusted(String ip, Map<String, VxlanPlan.Network> networks, List<VxlanPlan.Own> own) {
+    /** Whether {@code plan} differs from this one in peers at most. */
+    boolean sameShape(VxlanPlan plan, String ip) {
+      if (!ip.equals(this.ip) || !networks.equals(plan.networks()) || own.size() != plan.own().size()) {
+        return false;
+      }
+      for (int i = 0; i < own.size(); i++) {
+        VxlanPlan.Own a = own.get(i);
+        VxlanPlan.Own b = plan.own().get(i);
+        if (!a.network().equals(b.network()) || !a.block().equals(b.block()) || !a.vtepMac().equals(b.vtepMac())) {
+          return false;
+        }
+      }
+      return true;
+    }
+  }
+
+  private String partial(VxlanPlan plan, String ip, long rev) throws Exception {
+    List<Exception> errors = new ArrayList<>();
+    VxlanSync vx = VxlanSync.peersOnly(trusted.own(), plan.own());
+    trusted = null; // until these batches are known to have been applied
+    int lines = applyAll("ip", vx.links, rev, errors);
+    lines += applyAll("bridge", vx.fdb, rev, errors);
+    lines += applyAll("ip", vx.routes, rev, errors);
+    StringBuilder summary = summaryHead(plan, ip, vx);
+    summary.append("; ").append(lines == 0 ? "no kernel changes" : lines + " kernel changes").append(" (partial)");
+    try {
+      summary.append("; ").append(syncIsolation(plan, false, rev));
+    } catch (KernelException e) {
+      errors.add(e);
+    }
+    return finish(plan, ip, true, summary, errors);
+  }
+
+  private String full(ClusterState state, VxlanPlan computed, boolean periodic, long rev) throws Exception {
+    List<Exception> errors = new ArrayList<>();
+    trusted = null;
+    List<String> out = kernel.ipJsonBatch(List.of("addr show", "route show", "neigh show"), "-d");
+    Map<String, Link> links = new LinkedHashMap<>();
+    for (Object o : parse(out.get(0), "ip -d addr show")) {
+      if (o instanceof JsonObject j && j.getString("ifname") != null) {
+        Link l = Link.of(j);
+        links.put(l.name(), l);
+      }
+    }
+    JsonArray routes = parse(out.get(1), "ip route show");
+    JsonArray neighs = parse(out.get(2), "ip neigh show");
+
+    String ip = null;
+    try {
+      ip = publicIp(links, routes);
+    } catch (Refused e) {
+      errors.add(e);
+    }
+    VxlanPlan plan = computed != null && ip != null ? computed
+        : VxlanPlan.compute(schema, state.kvs().values(), ip, leaseCache);
+
+    // the VXLAN plane; skipped (never torn down) while the public IP or the uplink is unknown
+    VxlanSync vx = null;
+    if (ip != null) {
+      try {
+        VxlanSync.Uplink up = uplink(links, routes, ip);
+        vx = new VxlanSync(plan.own(), links, ip, up);
+        vx.diffDevices();
+        Map<String, JsonArray> fdbs = new HashMap<>();
+        if (!vx.kept.isEmpty()) {
+          List<String> cmds = vx.kept.stream().map(d -> "fdb show dev " + d).toList();
+          List<String> fdbOut = kernel.bridgeJsonBatch(cmds);
+          for (int i = 0; i < cmds.size(); i++) {
+            fdbs.put(vx.kept.get(i), parse(fdbOut.get(i), cmds.get(i)));
+          }
+        }
+        vx.diffEntries(VxlanSync.Entries.read(routes, neighs, fdbs, Set.copyOf(vx.kept)));
+      } catch (Refused | KernelException e) {
+        errors.add(e);
+        vx = null;
+      }
+    }
+    StringBuilder summary = summaryHead(plan, ip, vx);
+
+    // bridges of networks that are gone (their DeleteNetwork normally removed them already)
+    List<String> stale = new ArrayList<>();
+    List<String> staleFids = new ArrayList<>();
+    for (Link l : links.values()) {
+      if (!"bridge".equals(l.kind()) || !Names.isBridge(l.name()) || l.alias() == null
+          || !l.alias().startsWith(BRIDGE_ALIAS)) {
+        continue;
+      }
+      String fid = l.alias().substring(BRIDGE_ALIAS.length());
+      if (plan.networks().containsKey(fid) || !mayRemoveBridge(fid)) {
+        continue;
+      }
+      for (Link v : links.values()) {
+        if (l.name().equals(v.master()) && Names.isHostVeth(v.name())) {
+          stale.add("link del dev " + Kernel.ifname(v.name()));
+        }
+      }
+      stale.add("link del dev " + l.name());
+      staleFids.add(fid);
+    }
+
+    int lines = 0;
+    List<String> cleanup = new ArrayList<>(stale);
+    if (vx != null) {
+      cleanup.addAll(0, vx.cleanup);
+    }
+    lines += applyAll("ip", cleanup, rev, errors);
+    if (vx != null) {
+      lines += applyAll("ip", vx.links, rev, errors);
+      lines += applyAll("bridge", vx.fdb, rev, errors);
+      lines += applyAll("ip", vx.routes, rev, errors);
+    }
+    staleFids.forEach(ensured::remove);
+    summary.append("; ").append(lines == 0 ? "no kernel changes" : lines + " kernel changes");
+
+    try {
+      summary.append("; ").append(syncIsolation(plan, periodic, rev));
+    } catch (KernelException e) {
+      errors.add(e);
+    }
+    seenNetworks = Set.copyOf(plan.networks().keySet());
+    return finish(plan, ip, vx != null, summary, errors);
+  }
+
+  /** "node N IP: K networks, here flannel.V (P peers)". */
+  private StringBuilder summaryHead(VxlanPlan plan, String ip, VxlanSync vx) {
+    StringBuilder summary = new StringBuilder("node ").append(config.nodeName())
+        .append(ip == null ? " (public IP unknown)" : " " + ip).append(": ").append(plan.networks().size())
+        .append(plan.networks().size() == 1 ? " network" : " networks");
+    if (vx != null) {
+      summary.append(", here ").append(vx.peers.isEmpty() ? "none" : vx.peers.entrySet().stream()
+          .map(e -> e.getKey() + " (" + e.getValue() + (e.getValue() == 1 ? " peer)" : " peers)"))
+          .reduce((a, b) -> a + ", " + b).orElse(""));
+    }
+    return summary;
+  }
+
+  /**
+   * Ends a pass: with no error (and the VXLAN plane not skipped: {@code synced}), the kernel now
+   * holds what {@code plan} wants, which the next pass may trust; with errors the pass fails,
+   * naming them.
+   */
+  private String finish(VxlanPlan plan, String ip, boolean synced, StringBuilder summary, List<Exception> errors) {
+    if (!plan.problems().isEmpty()) {
+      summary.append("; ").append(plan.problems().size()).append(" ignored: ")
+          .append(String.join("; ", plan.problems().subList(0, Math.min(3, plan.problems().size()))));
+    }
+    if (!errors.isEmpty()) {
+      trusted = null;
+      Exception first = errors.get(0);
+      throw new PassFailed(summary + "; FAILED: " + first.getMessage()
+          + (errors.size() > 1 ? " (and " + (errors.size() - 1) + " more)" : ""), first);
+    }
+    trusted = synced ? new Trusted(ip, plan.networks(), plan.own()) : null;
+    return summary.toString();
+  }
+
+  /**
+   * A bridge of a network that is not in the snapshot may only be too new for it (Docker's
+   * CreateNetwork ran after the network reached etcd but before the watch delivered it): such a
+   * bridge stays unless the network was in an earlier snapshot (so it was really deleted) or it
+   * was not asked for in the last {@link #ENSURE_GRACE}.
+   */
+  private boolean mayRemoveBridge(String fid) {
+    if (seenNetworks.contains(fid)) {
+      return true;
+    }
+    Long at = ensured.get(fid);
+    return at == null || System.nanoTime() - at > ENSURE_GRACE.toNanos();
+  }
+
+  /** Applies one batch of a pass (with -force: everything that can be applied is); returns its lines. */
+  private int applyAll(String tool, List<String> lines, long rev, List<Exception> errors) {
+    if (lines.isEmpty()) {
+      return 0;
+    }
+    try {
+      Applied a = "ip".equals(tool) ? kernel.ipBatch(lines, true) : kernel.bridgeBatch(lines, true);
+      publish(new Observed.KernelBatch(plane(), a.tool(), a.text(), true, "", a.micros(), rev));
+    } catch (KernelException e) {
+      publish(new Observed.KernelBatch(plane(), e.tool(), e.text(), false, e.getMessage(), e.micros(), rev));
+      errors.add(e);
+    }
+    return lines.size();
+  }
+
+  /**
+   * The isolation table: read back and compared when the networks changed, on every periodic
+   * pass and after a failure; replaced in one transaction when it differs.
+   */
+  private String syncIsolation(VxlanPlan plan, boolean periodic, long rev) throws KernelException {
+    Isolation.Model want = Isolation.desired(plan.networks().values());
+    if (!periodic && want.equals(nftVerified)) {
+      return "nft unchanged";
+    }
+    Isolation.Model have;
+    try {
+      have = Isolation.actual(kernel.nftJson(Isolation.listArgs()));
+    } catch (KernelException e) {
+      if (!Isolation.isAbsence(e)) {
+        nftVerified = null;
+        throw e;
+      }
+      have = Isolation.Model.ABSENT;
+    }
+    if (have.equals(want)) {
+      nftVerified = want;
+      return want.absent() ? "no nft table needed" : "nft in place";
+    }
+    if (want.absent() && have.absent()) {
+      nftVerified = want;
+      return "no nft table needed";
+    }
+    String script = Isolation.script(plan.networks().values());
+    try {
+      Applied a = kernel.nftBatch(script);
+      publish(new Observed.KernelBatch(plane(), a.tool(), a.text(), true, "", a.micros(), rev));
+      nftVerified = want;
+      return want.absent() ? "nft table removed" : "nft table written (" + want.elements().size() + " networks)";
+    } catch (KernelException e) {
+      publish(new Observed.KernelBatch(plane(), e.tool(), e.text(), false, e.getMessage(), e.micros(), rev));
+      nftVerified = null;
+      throw e;
+    }
+  }
+
+  /**
+   * This node's public IP, as flanneld picks it: -public-ip; else -iface (an address is taken as
+   * is, a name gives its first IPv4 address); else the first IPv4 address of the default route's
+   * device. Resolved in the kernel's namespace; kept once known.
+   */
+  private String publicIp(Map<String, Link> links, JsonArray routes) {
+    String ip = publicIp;
+    if (ip != null) {
+      return ip;
+    }
+    Optional<String> opt = config.flannelOptions().publicIp();
+    Optional<String> iface = config.flannelOptions().iface();
+    if (opt.isPresent()) {
+      ip = Kernel.ipv4(opt.get());
+    } else if (iface.isPresent() && iface.get().matches("[0-9.]+")) {
+      ip = Kernel.ipv4(iface.get());
+    } else {
+      String dev = iface.orElse(null);
+      if (dev == null) {
+        dev = defaultRouteDevice(routes, links).orElseThrow(() -> new Refused(Failure.UNAVAILABLE,
+            "no default route in " + kernel.where() + " to find this node's public IP; set -iface or -public-ip"
+                + " in DEFAULT_FLANNEL_OPTIONS"));
+      }
+      Link l = links.get(dev);
+      if (l == null) {
+        throw new Refused(Failure.UNAVAILABLE, "-iface " + dev + " (DEFAULT_FLANNEL_OPTIONS): no such interface in "
+            + kernel.where());
+      }
+      if (l.ipv4().isEmpty()) {
+        throw new Refused(Failure.UNAVAILABLE, "interface " + dev + " has no IPv4 address; set -public-ip in"
+            + " DEFAULT_FLANNEL_OPTIONS");
+      }
+      String a = l.ipv4().get(0);
+      ip = a.substring(0, a.indexOf('/'));
+    }
+    publicIp = ip;
+    LOG.info("node " + config.nodeName() + ": public IP " + ip + " (VXLAN underlay in " + kernel.where() + ")");
+    return ip;
+  }
+
+  /**
+   * The interface VXLAN packets leave by, and its MTU: -iface (a name, or the interface holding
+   * that address); else the default route's device; else the interface holding the public IP;
+   * else none (the device is then bound to no interface) with an MTU of 1500.
+   */
+  private VxlanSync.Uplink uplink(Map<String, Link> links, JsonArray routes, String ip) {
+    Optional<String> iface = config.flannelOptions().iface();
+    if (iface.isPresent()) {
+      String v = iface.get();
+      String name = v.matches("[0-9.]+") ? holder(links, v).orElseThrow(() -> new Refused(Failure.UNAVAILABLE,
+          "-iface " + v + " (DEFAULT_FLANNEL_OPTIONS): no interface in " + kernel.where() + " holds that address")) : v;
+      Link l = links.get(name);
+      if (l == null) {
+        throw new Refused(Failure.UNAVAILABLE, "-iface " + v + " (DEFAULT_FLANNEL_OPTIONS): no such interface in "
+            + kernel.where());
+      }
+      return new VxlanSync.Uplink(name, l.mtu());
+    }
+    Optional<String> dev = defaultRouteDevice(routes, links);
+    if (dev.isEmpty() && ip != null) {
+      dev = holder(links, ip);
+    }
+    return dev.map(d -> new VxlanSync.Uplink(d, links.get(d).mtu())).orElse(new VxlanSync.Uplink(null, DEFAULT_UPLINK_MTU));
+  }
+
+  private static Optional<String> holder(Map<String, Link> links, String ip) {
+    for (Link l : links.values()) {
+      for (String a : l.ipv4()) {
+        if (a.startsWith(ip + "/")) {
+          return Optional.of(l.name());
+        }
+      }
+    }
+    return Optional.empty();
+  }
+
+  /** The device of the default route with the lowest metric that exists in {@code links}. */
+  private static Optional<String> defaultRouteDevice(JsonArray routes, Map<String, Link> links) {
+    List<JsonObject> defaults = new ArrayList<>();
+    for (Object o : routes) {
+      if (o instanceof JsonObject r && "default".equals(r.getString("dst"))) {
+        defaults.add(r);
+      }
+    }
+    defaults.sort(Comparator.comparingLong(r -> r.getLong("metric", 0L)));
+    for (JsonObject r : defaults) {
+      String dev = r.getString("dev");
+      if (dev == null && r.getJsonArray("nexthops") != null && !r.getJsonArray("nexthops").isEmpty()) {
+        dev = r.getJsonArray("nexthops").getJsonObject(0).getString("dev");
+      }
+      if (dev != null && links.containsKey(dev)) {
+        return Optional.of(dev);
+      }
+    }
+    return Optional.empty();
+  }
+
+  /** A pass that did what it could and names what failed (the next pass retries). */
+  static final class PassFailed extends RuntimeException {
+    PassFailed(String message, Throwable cause) {
+      super(message, cause, false, false);
+    }
   }
 
   // ---- request plumbing ------------------------------------------------------------------------
@@ -172,6 +618,7 @@ public final class FlannelVerticle extends ReconcilerVerticle {
     if (req.vni() < 0 || req.vni() > Config.MAX_VNI) {
       throw new IllegalArgumentException("invalid VNI " + req.vni() + ": expected 0-" + Config.MAX_VNI);
     }
+    ensured.put(req.flannelId(), System.nanoTime());
     return () -> {
       Map<String, Link> links = links();
       int mtu = uplinkMtu(links) - VXLAN_OVERHEAD;
@@ -190,6 +637,7 @@ public final class FlannelVerticle extends ReconcilerVerticle {
         lines.add("link set dev " + bridge + " up");
         try {
           apply(lines);
+          routingSysctls(bridge);
         } catch (KernelException e) {
           undo(List.of(bridge));
           throw e;
@@ -240,6 +688,19 @@ public final class FlannelVerticle extends ReconcilerVerticle {
   }
 
   /**
+   * The host routes between a network's bridge and its flannel.VNI device (and to VIP backends),
+   * so forwarding must be on; and a task talking to a neighbour on its own bridge through a VIP
+   * must not make the host send ICMP redirects, which use up the per-client ICMP budget that
+   * the load balancer's refusals need. Set when the bridge is created.
+   */
+  private void routingSysctls(String bridge) throws KernelException {
+    Applied a = kernel.sysctl(java.util.Map.of("net.ipv4.ip_forward", "1",
+        "net.ipv4.conf." + Kernel.ifname(bridge) + ".send_redirects", "0"));
+    vertx.eventBus().publish(io.flannelnp.bus.Addresses.KERNEL_BATCH,
+        new io.flannelnp.bus.Observed.KernelBatch(plane(), a.tool(), a.text(), true, "", a.micros(), 0));
+  }
+
+  /**
    * The uplink's MTU: -iface (a name or an address of this node) if given, else the device of the
    * default route with the lowest metric, else {@value #DEFAULT_UPLINK_MTU}.
    */
@@ -282,6 +743,14 @@ public final class FlannelVerticle extends ReconcilerVerticle {
       Link l = dev == null ? null : links.get(dev);
       if (l != null) {
         return l.mtu();
+      }
+    }
+    // no default route (a lab host): the interface that holds the public IP, as for the VXLAN device
+    String ip = publicIp != null ? publicIp : config.flannelOptions().publicIp().orElse(null);
+    if (ip != null) {
+      Optional<String> holder = interfaceHolding(ip);
+      if (holder.isPresent() && links.get(holder.get()) != null) {
+        return links.get(holder.get()).mtu();
       }
     }
     return DEFAULT_UPLINK_MTU;
@@ -345,6 +814,7 @@ public final class FlannelVerticle extends ReconcilerVerticle {
     String cont = Names.containerVeth(req.endpointId());
     String mac = req.macAddress() == null || req.macAddress().isEmpty() ? null : Kernel.mac(req.macAddress());
     String alias = VETH_ALIAS + req.endpointId();
+    ensured.put(req.flannelId(), System.nanoTime());
     return () -> {
       Map<String, Link> links = links();
       Link b = links.get(bridge);
@@ -371,6 +841,8 @@ public final class FlannelVerticle extends ReconcilerVerticle {
           + " mtu " + mtu + (mac == null ? "" : " address " + mac));
       lines.add("link set dev " + host + " alias " + alias);
       lines.add("link set dev " + host + " master " + bridge);
+      // a task must reach itself through its service's VIP (the DNAT sends it back out its port)
+      lines.add("link set dev " + host + " type bridge_slave hairpin on");
       lines.add("link set dev " + host + " up");
       try {
         apply(lines);
@@ -477,6 +949,7 @@ public final class FlannelVerticle extends ReconcilerVerticle {
 
   private Callable<Object> removeNetwork(RemoveNetwork req) {
     String bridge = Names.bridge(req.flannelId());
+    ensured.remove(req.flannelId());
     return () -> {
       Map<String, Link> links = links();
       Link b = links.get(bridge);
@@ -576,17 +1049,33 @@ public final class FlannelVerticle extends ReconcilerVerticle {
     }
   }
 
-  /** One link as `ip -d -json link show` describes it. */
+  /**
+   * One link as `ip -d -json link show` (or `ip -d -json addr show`, which adds its IPv4
+   * addresses as "a.b.c.d/len") describes it.
+   */
   record Link(String name, String kind, String master, int mtu, boolean up, String mac, String alias, String peer,
-      boolean peerElsewhere, int stpState) {
+      boolean peerElsewhere, int stpState, List<String> ipv4, Vxlan vxlan) {
+
+    /** The attributes of a VXLAN device that cannot change in place. */
+    record Vxlan(long id, String local, String link, int port, boolean learning) {}
 
     static Link of(JsonObject j) {
       JsonObject info = j.getJsonObject("linkinfo", new JsonObject());
       JsonObject data = info.getJsonObject("info_data", new JsonObject());
       JsonArray flags = j.getJsonArray("flags", new JsonArray());
+      List<String> v4 = new ArrayList<>();
+      for (Object o : j.getJsonArray("addr_info", new JsonArray())) {
+        if (o instanceof JsonObject a && "inet".equals(a.getString("family")) && a.getString("local") != null) {
+          v4.add(a.getString("local") + "/" + a.getInteger("prefixlen", 32));
+        }
+      }
+      Vxlan vx = "vxlan".equals(info.getString("info_kind"))
+          ? new Vxlan(data.getLong("id", -1L), data.getString("local"), data.getString("link"),
+              data.getInteger("port", 0), data.getBoolean("learning", true))
+          : null;
       return new Link(j.getString("ifname"), info.getString("info_kind"), j.getString("master"),
           j.getInteger("mtu", 0), flags.contains("UP"), j.getString("address"), j.getString("ifalias"),
-          j.getString("link"), j.containsKey("link_netnsid"), data.getInteger("stp_state", 0));
+          j.getString("link"), j.containsKey("link_netnsid"), data.getInteger("stp_state", 0), List.copyOf(v4), vx);
     }
 
     String describeKind() {

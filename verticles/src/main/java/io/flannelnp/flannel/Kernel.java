@@ -33,8 +33,9 @@ import java.util.regex.Pattern;
  * ({@link #inNetns(String)}: {@code ip -n NAME}, {@code bridge -netns NAME},
  * {@code ip netns exec NAME nft}).
  *
- * <p><b>Blocking:</b> every call forks a process and waits for it. Callers run them with
- * {@code vertx.executeBlocking} or on a dedicated worker, never on an event loop.
+ * <p><b>Blocking:</b> every call runs a process and waits for it (for batches, one started ahead
+ * of time when {@link #keepWarm()} is on). Callers run them with {@code vertx.executeBlocking} or
+ * on a dedicated worker, never on an event loop.
  *
  * <p><b>Input:</b> a value that goes into a command must first pass one of the validators here
  * ({@link #ifname}, {@link #ipv4}, {@link #ipv4Cidr}, {@link #mac}, {@link #netnsName},
@@ -71,6 +72,11 @@ public final class Kernel {
 
   private final Optional<String> netns;
   private final Map<String, String> tools;
+  /** Waiting processes per command line ({@link #keepWarm()}), at most {@link #WARM} each. */
+  private final Map<List<String>, java.util.Deque<Process>> standby = new ConcurrentHashMap<>();
+  /** How many waiting processes per command: a pass runs the same `ip` batch command twice. */
+  private static final int WARM = 2;
+  private volatile boolean warm;
 
   private Kernel(Optional<String> netns, Map<String, String> tools) {
     this.netns = netns;
@@ -156,6 +162,31 @@ public final class Kernel {
     return new Applied("nft", text, r.micros);
   }
 
+  /**
+   * Sets IPv4 sysctls (names like "net.ipv4.ip_forward", values digits) in the kernel's namespace
+   * with one `sysctl -w` run; only names and values of that strict form are accepted.
+   */
+  public Applied sysctl(java.util.Map<String, String> settings) throws KernelException {
+    List<String> argv = new ArrayList<>();
+    netns.ifPresentOrElse(n -> argv.addAll(List.of("ip", "netns", "exec", n, "sysctl")), () -> argv.add("sysctl"));
+    argv.add("-q");
+    argv.add("-w");
+    StringBuilder text = new StringBuilder();
+    for (java.util.Map.Entry<String, String> e : new java.util.TreeMap<>(settings).entrySet()) {
+      if (!e.getKey().matches("net\\.ipv4\\.[a-z0-9_.]{1,80}") || !e.getValue().matches("[0-9]{1,6}")) {
+        throw new IllegalArgumentException("sysctl " + Names.quote(e.getKey()) + "=" + Names.quote(e.getValue())
+            + " is not an IPv4 sysctl with a numeric value");
+      }
+      argv.add(e.getKey() + "=" + e.getValue());
+      text.append(e.getKey()).append(" = ").append(e.getValue()).append('\n');
+    }
+    Result r = run("sysctl", argv, "");
+    if (r.exit != 0) {
+      throw failure("sysctl", text.toString(), List.of(text.toString().split("\n")), IP_FAILED_LINE, r);
+    }
+    return new Applied("sysctl", text.toString(), r.micros);
+  }
+
   private Applied batch(String tool, List<String> argv, List<String> lines, boolean force) throws KernelException {
     if (lines == null || lines.isEmpty()) {
       throw new IllegalArgumentException("empty " + tool + " batch");
@@ -229,6 +260,60 @@ public final class Kernel {
     return out.isEmpty() ? "[]" : out;
   }
 
+  /**
+   * {@code ip [-n NS] -json OPTIONS -batch -} with read-only commands ("addr show", "route show",
+   * …): one JSON text per command, in order. One process for all of them.
+   */
+  public List<String> ipJsonBatch(List<String> commands, String... options) throws KernelException {
+    List<String> argv = new ArrayList<>(List.of("ip"));
+    netns.ifPresent(n -> argv.addAll(List.of("-n", n)));
+    return readBatch("ip", argv, commands, options);
+  }
+
+  /** {@code bridge [-netns NS] -json -batch -} with read-only commands ("fdb show dev X", …). */
+  public List<String> bridgeJsonBatch(List<String> commands) throws KernelException {
+    List<String> argv = new ArrayList<>(List.of("bridge"));
+    netns.ifPresent(n -> argv.addAll(List.of("-netns", n)));
+    return readBatch("bridge", argv, commands);
+  }
+
+  private List<String> readBatch(String tool, List<String> argv, List<String> commands, String... options)
+      throws KernelException {
+    if (commands == null || commands.isEmpty()) {
+      throw new IllegalArgumentException("empty " + tool + " read batch");
+    }
+    for (String line : commands) {
+      if (line == null || !BATCH_LINE.matcher(line).matches() || !line.contains(" show")) {
+        throw new IllegalArgumentException(tool + " read batch line " + Names.quote(line)
+            + " is not a show command of A-Z a-z 0-9 space . _ : / @ , = + -");
+      }
+    }
+    for (String o : options) {
+      if (!READ_OPTIONS.contains(o)) {
+        throw new IllegalArgumentException(tool + " option " + Names.quote(o) + " is not allowed");
+      }
+      argv.add(o);
+    }
+    argv.addAll(List.of("-json", "-batch", "-"));
+    String text = String.join("\n", commands) + "\n";
+    Result r = run(tool, argv, text);
+    if (r.exit != 0) {
+      throw failure(tool, text, commands, IP_FAILED_LINE, r);
+    }
+    // each command prints one JSON array on one line (a string in it cannot hold a raw line break)
+    List<String> out = new ArrayList<>();
+    for (String line : r.stdout.split("\n")) {
+      if (!line.isBlank()) {
+        out.add(line.strip());
+      }
+    }
+    if (out.size() != commands.size()) {
+      throw new KernelException(tool, where(), text, 0, null, "expected " + commands.size()
+          + " JSON outputs, got " + out.size() + "; stderr: " + r.stderr, r.exit, r.micros, false);
+    }
+    return out;
+  }
+
   private List<String> nftArgv() {
     List<String> argv = new ArrayList<>();
     netns.ifPresentOrElse(n -> argv.addAll(List.of("ip", "netns", "exec", n, "nft")), () -> argv.add("nft"));
@@ -248,18 +333,33 @@ public final class Kernel {
     }
     List<String> cmd = new ArrayList<>(argv);
     cmd.set(0, exe);
-    ProcessBuilder pb = new ProcessBuilder(cmd);
-    pb.environment().put("LC_ALL", "C");
     long t0 = System.nanoTime();
-    Process p;
-    try {
-      p = pb.start();
-    } catch (IOException e) {
-      throw new KernelException(tool, where(), String.join(" ", argv), 0, null,
-          "cannot start " + exe + ": " + e.getMessage(), -1, 0, true);
+    Process p = null;
+    boolean warmable = warm && stdin != null && cmd.contains("-batch");
+    if (warmable) {
+      java.util.Deque<Process> q = standby.get(cmd);
+      while (q != null && p == null) {
+        Process w = q.pollFirst();
+        if (w == null) {
+          break;
+        }
+        p = w.isAlive() ? w : null;
+      }
     }
+    if (p == null) {
+      try {
+        p = start(cmd);
+      } catch (IOException e) {
+        throw new KernelException(tool, where(), String.join(" ", argv), 0, null,
+            "cannot start " + exe + ": " + e.getMessage(), -1, 0, true);
+      }
+    }
+    if (warmable) {
+      prespawn(cmd);
+    }
+    Process proc = p;
     Future<?> in = PUMPS.submit(() -> {
-      try (OutputStream os = p.getOutputStream()) {
+      try (OutputStream os = proc.getOutputStream()) {
         if (stdin != null) {
           os.write(stdin.getBytes(StandardCharsets.UTF_8));
         }
@@ -268,27 +368,99 @@ public final class Kernel {
       }
       return null;
     });
-    Future<String> out = PUMPS.submit(() -> drain(p.getInputStream()));
-    Future<String> err = PUMPS.submit(() -> drain(p.getErrorStream()));
+    Future<String> out = PUMPS.submit(() -> drain(proc.getInputStream()));
+    Future<String> err = PUMPS.submit(() -> drain(proc.getErrorStream()));
     try {
-      if (!p.waitFor(TIMEOUT.toMillis(), TimeUnit.MILLISECONDS)) {
-        p.destroyForcibly();
+      if (!proc.waitFor(TIMEOUT.toMillis(), TimeUnit.MILLISECONDS)) {
+        proc.destroyForcibly();
         throw new KernelException(tool, where(), stdin == null ? String.join(" ", argv) : stdin, 0, null,
             "killed after " + TIMEOUT.toSeconds() + " s without finishing", -1, micros(t0), true);
       }
       in.get(5, TimeUnit.SECONDS);
       String o = out.get(5, TimeUnit.SECONDS);
       String e = err.get(5, TimeUnit.SECONDS);
-      return new Result(p.exitValue(), o, e, micros(t0));
+      return new Result(proc.exitValue(), o, e, micros(t0));
     } catch (InterruptedException e) {
-      p.destroyForcibly();
+      proc.destroyForcibly();
       Thread.currentThread().interrupt();
       throw new KernelException(tool, where(), String.join(" ", argv), 0, null, "interrupted", -1, micros(t0), true);
     } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException e) {
-      p.destroyForcibly();
+      proc.destroyForcibly();
       throw new KernelException(tool, where(), String.join(" ", argv), 0, null,
           "reading its output failed: " + e, -1, micros(t0), true);
     }
+  }
+
+  private static Process start(List<String> cmd) throws IOException {
+    ProcessBuilder pb = new ProcessBuilder(cmd);
+    pb.environment().put("LC_ALL", "C");
+    return pb.start();
+  }
+
+  // ---- warm tools ------------------------------------------------------------------------------
+
+  /**
+   * From now on, keeps up to {@value #WARM} processes of each batch command this Kernel has run
+   * started and waiting on their stdin, so the next batch only costs the tool's work, not its
+   * start (fork, exec, loading, entering the namespace: most of a small batch's time; measured
+   * here, a one-line {@code ip -n NS -batch} takes about half as long). A waiting {@code ip -batch}
+   * does nothing until it reads its input, and exits at end of input, so an unused one is
+   * harmless; {@link #release()} ends them. A waiting process stays in the namespace it entered:
+   * use this only for a namespace that outlives the Kernel (the daemon's host).
+   */
+  public void keepWarm() {
+    warm = true;
+  }
+
+  /** Ends the waiting processes of {@link #keepWarm()} (their stdin is closed: they exit). */
+  public void release() {
+    warm = false;
+    List<Process> all = new ArrayList<>();
+    for (List<String> k : List.copyOf(standby.keySet())) {
+      java.util.Deque<Process> q = standby.remove(k);
+      if (q != null) {
+        all.addAll(q);
+      }
+    }
+    for (Process p : all) {
+      try {
+        p.getOutputStream().close();
+      } catch (IOException ignored) {
+        // already gone
+      }
+    }
+    for (Process p : all) {
+      try {
+        if (!p.waitFor(2, TimeUnit.SECONDS)) {
+          p.destroyForcibly();
+        }
+      } catch (InterruptedException e) {
+        p.destroyForcibly();
+        Thread.currentThread().interrupt();
+      }
+    }
+  }
+
+  private void prespawn(List<String> cmd) {
+    PUMPS.submit(() -> {
+      java.util.Deque<Process> q = standby.computeIfAbsent(cmd, k -> new java.util.concurrent.ConcurrentLinkedDeque<>());
+      while (warm && q.size() < WARM) {
+        Process p;
+        try {
+          p = start(cmd);
+        } catch (IOException e) {
+          return; // the next batch starts its own
+        }
+        q.addLast(p);
+        if (!warm && q.remove(p)) {
+          try {
+            p.getOutputStream().close(); // released meanwhile: let it exit
+          } catch (IOException ignored) {
+            // gone
+          }
+        }
+      }
+    });
   }
 
   private static long micros(long t0) {

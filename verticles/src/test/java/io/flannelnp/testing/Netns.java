@@ -53,6 +53,59 @@ public final class Netns implements AutoCloseable {
     return name;
   }
 
+  /**
+   * Creates {@code <stem>-<suffix>} for every suffix with one {@code ip -batch} (loopbacks are left
+   * down; {@link #ipBatch} brings them up where needed). Returns the names, in order.
+   */
+  public synchronized List<String> addAll(List<String> suffixes) {
+    List<String> names = new ArrayList<>();
+    StringBuilder b = new StringBuilder();
+    for (String s : suffixes) {
+      String name = stem + "-" + s;
+      names.add(name);
+      b.append("netns add ").append(name).append('\n');
+    }
+    Result r = run(List.of("ip", "-batch", "-"), b.toString());
+    // whatever was made is ours to delete, even if the batch stopped half-way
+    List<String> now = list();
+    for (String n : names) {
+      if (now.contains(n)) {
+        created.add(n);
+      }
+    }
+    r.ok();
+    return names;
+  }
+
+  /** Deletes these namespaces of this fixture with one {@code ip -force -batch}. */
+  public synchronized void deleteAll(List<String> names) {
+    StringBuilder b = new StringBuilder();
+    for (String n : names) {
+      if (created.contains(n)) {
+        b.append("netns del ").append(n).append('\n');
+      }
+    }
+    if (b.length() > 0) {
+      run(List.of("ip", "-force", "-batch", "-"), b.toString());
+    }
+    List<String> now = list();
+    created.removeIf(n -> names.contains(n) && !now.contains(n));
+    List<String> left = names.stream().filter(now::contains).toList();
+    if (!left.isEmpty()) {
+      throw new AssertionError("could not delete network namespaces " + left);
+    }
+  }
+
+  /** {@code ip [-n NS] -batch -} with these lines (NS null: the current namespace). */
+  public Result ipBatch(String ns, List<String> lines) {
+    List<String> argv = new ArrayList<>(List.of("ip"));
+    if (ns != null) {
+      argv.addAll(List.of("-n", ns));
+    }
+    argv.addAll(List.of("-batch", "-"));
+    return run(argv, String.join("\n", lines) + "\n");
+  }
+
   /** {@code ip -n NS ARGS}. */
   public Result ip(String ns, String... args) {
     List<String> argv = new ArrayList<>(List.of("ip", "-n", ns));
@@ -109,11 +162,27 @@ public final class Netns implements AutoCloseable {
 
   /** Runs a command with a 60 s limit; stdout and stderr are captured. */
   public static Result run(List<String> argv) {
+    return run(argv, null);
+  }
+
+  /** As {@link #run(List)}, with {@code stdin} fed to the command (null: /dev/null). */
+  public static Result run(List<String> argv, String stdin) {
     ProcessBuilder pb = new ProcessBuilder(argv);
     pb.environment().put("LC_ALL", "C");
-    pb.redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")));
+    if (stdin == null) {
+      pb.redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")));
+    }
     try {
       Process p = pb.start();
+      if (stdin != null) {
+        CompletableFuture.runAsync(() -> {
+          try (var os = p.getOutputStream()) {
+            os.write(stdin.getBytes(StandardCharsets.UTF_8));
+          } catch (IOException ignored) {
+            // the command exited early; its exit code says why
+          }
+        });
+      }
       CompletableFuture<String> out = CompletableFuture.supplyAsync(() -> drain(p.getInputStream()));
       CompletableFuture<String> err = CompletableFuture.supplyAsync(() -> drain(p.getErrorStream()));
       if (!p.waitFor(60, TimeUnit.SECONDS)) {

@@ -1,0 +1,262 @@
+package io.flannelnp.flannel;
+
+import io.flannelnp.etcd.EtcdSchema;
+import io.flannelnp.etcd.EtcdSchema.Family;
+import io.flannelnp.etcd.KeyValue;
+import io.flannelnp.ipam.Cidr;
+import io.flannelnp.ipam.FlannelJson;
+import io.flannelnp.ipam.Ipv4;
+import io.vertx.core.json.DecodeException;
+import io.vertx.core.json.JsonObject;
+import java.util.ArrayList;
+import java.util.Collection;
+import java.util.Comparator;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.TreeMap;
+
+/**
+ * What the VXLAN data plane of one node should look like, computed from the etcd state alone (no
+ * kernel, no I/O): every flannel-np network with its Flannel config, and for the networks this
+ * node holds a lease in (a lease whose {@code PublicIP} is this node's), the node's own block and
+ * VTEP MAC and one {@link Peer} per remote vxlan lease.
+ *
+ * <p>Flannel's JSON is read the way flanneld (Go's encoding/json) reads it: field names match
+ * case-insensitively; a missing VNI means 1, a missing or zero Port means the kernel default 8472
+ * (anchors.md §A.1). Leases whose BackendType is not {@code vxlan} are ignored, as flanneld's
+ * vxlan backend ignores them; malformed ones are skipped and named in {@link #problems()}.
+ */
+public record VxlanPlan(Map<String, Network> networks, List<Own> own, List<String> problems) {
+
+  /** A network whose config is in etcd (every node's isolation rules know all of them). */
+  public record Network(String flannelId, Cidr subnet, int vni, int port, boolean vxlan) {
+    /** The VXLAN device name, or null when the VNI has none (more than 15 characters). */
+    public String device() {
+      try {
+        return Names.vxlan(vni);
+      } catch (IllegalArgumentException e) {
+        return null;
+      }
+    }
+
+    public String bridge() {
+      return Names.bridge(flannelId);
+    }
+  }
+
+  /** A remote node's lease: its block, its underlay address and its VTEP MAC. */
+  public record Peer(Cidr block, String publicIp, String vtepMac, String key) {
+    /** The remote VTEP's address on the overlay: the block's network address (.0). */
+    public String gateway() {
+      return Ipv4.format(block.base());
+    }
+  }
+
+  /** A network this node is part of: the device it needs and the peers to program on it. */
+  public record Own(Network network, Cidr block, String vtepMac, List<Peer> peers) {
+    public String device() {
+      return network.device();
+    }
+
+    /** The device's address: the own block's network address /32, as flanneld sets it. */
+    public String address() {
+      return Ipv4.format(block.base()) + "/32";
+    }
+  }
+
+  /**
+   * The plan for the node whose underlay address is {@code publicIp} ({@code null} when it is not
+   * known: then no network is this node's, and {@link #own()} is empty).
+   */
+  public static VxlanPlan compute(EtcdSchema schema, Collection<KeyValue> kvs, String publicIp) {
+    return compute(schema, kvs, publicIp, new Cache());
+  }
+
+  /**
+   * Parsed lease values by key, kept from one computation to the next so that a pass after one
+   * lease changed parses one value, not all of them. Not thread-safe (a plane's passes run one at
+   * a time).
+   */
+  public static final class Cache {
+    private Map<String, Parsed> byKey = new java.util.HashMap<>();
+  }
+
+  /** A lease value as parsed (or why it could not be): independent of its network. */
+  private record Parsed(String value, Lease lease, String error) {}
+
+  /** As {@link #compute(EtcdSchema, Collection, String)}, reusing what {@code cache} parsed before. */
+  public static VxlanPlan compute(EtcdSchema schema, Collection<KeyValue> kvs, String publicIp, Cache cache) {
+    Map<String, Parsed> parsed = new java.util.HashMap<>();
+    List<String> problems = new ArrayList<>();
+    Map<String, Network> networks = new TreeMap<>();
+    Map<String, List<KeyValue>> leases = new TreeMap<>();
+    for (KeyValue kv : kvs) {
+      Family f = schema.family(kv.key());
+      if (f != Family.NETWORK_CONFIG && f != Family.SUBNET_LEASES) {
+        continue;
+      }
+      Optional<String> fid = schema.flannelIdOf(kv.key());
+      if (fid.isEmpty()) {
+        continue;
+      }
+      if (f == Family.NETWORK_CONFIG) {
+        if (!kv.key().equals(schema.networkConfig(fid.get()))) {
+          continue;
+        }
+        try {
+          Names.requireFlannelId(fid.get());
+          networks.put(fid.get(), network(fid.get(), kv.value()));
+        } catch (IllegalArgumentException | DecodeException | ClassCastException e) {
+          problems.add("network " + fid.get() + ": config ignored: " + e.getMessage());
+        }
+      } else {
+        leases.computeIfAbsent(fid.get(), k -> new ArrayList<>()).add(kv);
+      }
+    }
+    List<Own> own = new ArrayList<>();
+    for (Network n : networks.values()) {
+      List<KeyValue> ls = new ArrayList<>(leases.getOrDefault(n.flannelId(), List.of()));
+      ls.sort(Comparator.comparing(KeyValue::key)); // etcd's listing order, as Ipam picks its own lease
+      if (publicIp == null || !n.vxlan()) {
+        continue;
+      }
+      Own mine = null;
+      List<Peer> peers = new ArrayList<>();
+      String prefix = schema.subnets(n.flannelId());
+      for (KeyValue kv : ls) {
+        Parsed pv = cache.byKey.get(kv.key());
+        if (pv == null || !pv.value().equals(kv.value())) {
+          try {
+            pv = new Parsed(kv.value(), lease(kv.key().substring(prefix.length()), kv.value()), null);
+          } catch (IllegalArgumentException | DecodeException | ClassCastException e) {
+            pv = new Parsed(kv.value(), null, e.getMessage());
+          }
+        }
+        parsed.put(kv.key(), pv);
+        if (pv.lease() == null) {
+          problems.add("lease " + kv.key() + " ignored: " + pv.error());
+          continue;
+        }
+        Lease l = pv.lease();
+        if (!n.subnet().contains(l.block())) {
+          problems.add("lease " + kv.key() + " ignored: " + l.block() + " is outside the network " + n.subnet());
+          continue;
+        }
+        if (!"vxlan".equals(l.backendType())) {
+          continue; // flanneld's vxlan backend ignores other backends' leases too
+        }
+        if (publicIp.equals(l.publicIp())) {
+          if (mine == null) {
+            mine = new Own(n, l.block(), l.vtepMac(), peers);
+          } else {
+            problems.add("lease " + kv.key() + " also has this node's PublicIP " + publicIp + "; "
+                + mine.block() + " is used");
+          }
+          continue;
+        }
+        peers.add(new Peer(l.block(), l.publicIp(), l.vtepMac(), kv.key()));
+      }
+      if (mine == null) {
+        continue;
+      }
+      if (mine.device() == null) {
+        problems.add("network " + n.flannelId() + ": VNI " + n.vni() + " has no device name (flannel." + n.vni()
+            + " is longer than 15 characters)");
+        continue;
+      }
+      List<Peer> usable = new ArrayList<>();
+      Map<String, Peer> byMac = new java.util.HashMap<>();
+      for (Peer p : peers) {
+        Peer twin = byMac.putIfAbsent(p.vtepMac(), p);
+        if (twin != null) {
+          problems.add("lease " + p.key() + " has the VtepMAC " + p.vtepMac() + " of " + twin.key() + "; ignored");
+        } else if (p.block().overlaps(mine.block())) {
+          problems.add("lease " + p.key() + " overlaps this node's block " + mine.block() + "; ignored");
+        } else if (p.vtepMac().equals(mine.vtepMac())) {
+          problems.add("lease " + p.key() + " has this node's VtepMAC " + p.vtepMac() + "; ignored");
+        } else {
+          usable.add(p);
+        }
+      }
+      own.add(new Own(n, mine.block(), mine.vtepMac(), List.copyOf(usable)));
+    }
+    cache.byKey = parsed;
+    return new VxlanPlan(Map.copyOf(networks), List.copyOf(own), List.copyOf(problems));
+  }
+
+  private record Lease(Cidr block, String publicIp, String backendType, String vtepMac) {}
+
+  /** Flannel's network config: Network, Backend {Type, VNI, Port}, field names in any case. */
+  static Network network(String fid, String json) {
+    JsonObject c = new JsonObject(json);
+    Object net = field(c, "Network");
+    if (!(net instanceof String s)) {
+      throw new IllegalArgumentException("no Network");
+    }
+    Cidr subnet = Cidr.parse(s);
+    Object b = field(c, "Backend");
+    JsonObject backend = b instanceof JsonObject o ? o : new JsonObject();
+    Object type = field(backend, "Type");
+    // flanneld: Backend.Type missing means "udp"
+    boolean vxlan = type instanceof String t && t.equals("vxlan");
+    long vni = number(field(backend, "VNI"), 1, "Backend.VNI");
+    long port = number(field(backend, "Port"), 0, "Backend.Port");
+    if (vni < 0 || vni > 16_777_215) {
+      throw new IllegalArgumentException("Backend.VNI " + vni + " is not a 24-bit VNI");
+    }
+    if (port < 0 || port > 65535) {
+      throw new IllegalArgumentException("Backend.Port " + port + " is not a UDP port");
+    }
+    return new Network(fid, subnet, (int) vni, port == 0 ? FlannelJson.VXLAN_PORT : (int) port, vxlan);
+  }
+
+  /** A lease: its key's block and its value {"PublicIP":..,"BackendType":"vxlan","BackendData":{..}}. */
+  private static Lease lease(String rest, String value) {
+    int amp = rest.indexOf('&'); // dual-stack keys add &<ipv6>-<len>; flannel-np is IPv4 only
+    Cidr block = Cidr.fromKey(amp >= 0 ? rest.substring(0, amp) : rest);
+    if (block.prefix() > 30) {
+      throw new IllegalArgumentException(block + " is too small to hold a VTEP and hosts");
+    }
+    JsonObject v = new JsonObject(value);
+    Object type = field(v, "BackendType");
+    String backendType = type instanceof String t ? t : "";
+    Object ip = field(v, "PublicIP");
+    if (!(ip instanceof String publicIp) || !Ipv4.isValid(publicIp)) {
+      throw new IllegalArgumentException("PublicIP " + ip + " is not an IPv4 address");
+    }
+    String mac = null;
+    if ("vxlan".equals(backendType)) {
+      Object d = field(v, "BackendData");
+      Object m = d instanceof JsonObject data ? field(data, "VtepMAC") : null;
+      if (!(m instanceof String s)) {
+        throw new IllegalArgumentException("no BackendData.VtepMAC");
+      }
+      mac = Kernel.mac(s);
+    }
+    return new Lease(block, publicIp, backendType, mac);
+  }
+
+  /** A field by name, matched case-insensitively as Go's encoding/json does (exact match first). */
+  static Object field(JsonObject o, String name) {
+    if (o.containsKey(name)) {
+      return o.getValue(name);
+    }
+    for (String k : o.fieldNames()) {
+      if (k.equalsIgnoreCase(name)) {
+        return o.getValue(k);
+      }
+    }
+    return null;
+  }
+
+  private static long number(Object v, long absent, String what) {
+    if (v == null) {
+      return absent;
+    }
+    if (v instanceof Number n && n.doubleValue() == Math.rint(n.doubleValue())) {
+      return n.longValue();
+    }
+    throw new IllegalArgumentException(what + " " + v + " is not a whole number");
+  }
+}

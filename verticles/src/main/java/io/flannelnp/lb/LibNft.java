@@ -1,0 +1,137 @@
+package io.flannelnp.lb;
+
+import com.sun.jna.LastErrorException;
+import com.sun.jna.Library;
+import com.sun.jna.Native;
+import com.sun.jna.Pointer;
+import io.flannelnp.flannel.Kernel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Optional;
+
+/**
+ * libnftables through JNA, with its netlink socket in the target network namespace: the runner's
+ * thread enters the namespace with {@code setns(2)} once, before {@code nft_ctx_new} opens the
+ * socket, and stays there (it is our own thread and runs nothing but nft). A socket keeps the
+ * namespace it was created in, and libnftables only reopens it on that same thread.
+ *
+ * <p>Scripts are validated like {@link Kernel#nftBatch} does (printable ASCII, tabs, line
+ * breaks); a failing script is one failed transaction, nothing of it applied.
+ */
+final class LibNft extends NftRunner {
+  private static final int O_RDONLY = 0;
+  private static final int O_CLOEXEC = 0x80000;
+  private static final int CLONE_NEWNET = 0x40000000;
+  /** NFT_CTX_OUTPUT_JSON. */
+  static final int OUTPUT_JSON = 1 << 4;
+
+  interface Nft extends Library {
+    Pointer nft_ctx_new(int flags);
+
+    void nft_ctx_free(Pointer ctx);
+
+    int nft_ctx_buffer_output(Pointer ctx);
+
+    int nft_ctx_buffer_error(Pointer ctx);
+
+    String nft_ctx_get_output_buffer(Pointer ctx);
+
+    String nft_ctx_get_error_buffer(Pointer ctx);
+
+    int nft_ctx_output_get_flags(Pointer ctx);
+
+    void nft_ctx_output_set_flags(Pointer ctx, int flags);
+
+    int nft_run_cmd_from_buffer(Pointer ctx, String buf);
+  }
+
+  interface LibC extends Library {
+    int open(String path, int flags) throws LastErrorException;
+
+    int setns(int fd, int nstype) throws LastErrorException;
+
+    int close(int fd) throws LastErrorException;
+  }
+
+  private final Optional<String> netns;
+  private Nft nft;
+  private Pointer ctx;
+
+  LibNft(String name, Optional<String> netns) {
+    super(name);
+    this.netns = netns;
+  }
+
+  /** Loads the library, enters the namespace, opens the context. Runner thread only. */
+  void open() {
+    Nft lib = Native.load("nftables", Nft.class);
+    if (netns.isPresent()) {
+      String ns = Kernel.netnsName(netns.get());
+      Path path = Path.of("/var/run/netns", ns);
+      if (!Files.exists(path)) {
+        path = Path.of("/run/netns", ns);
+      }
+      LibC c = Native.load("c", LibC.class);
+      int fd = c.open(path.toString(), O_RDONLY | O_CLOEXEC);
+      try {
+        c.setns(fd, CLONE_NEWNET);
+      } finally {
+        c.close(fd);
+      }
+    }
+    Pointer p = lib.nft_ctx_new(0);
+    if (p == null) {
+      throw new IllegalStateException("nft_ctx_new failed");
+    }
+    lib.nft_ctx_buffer_output(p);
+    lib.nft_ctx_buffer_error(p);
+    nft = lib;
+    ctx = p;
+  }
+
+  @Override
+  public String run(String script) throws NftException {
+    return run(script, false);
+  }
+
+  @Override
+  public String list(String... args) throws NftException {
+    return run("list " + String.join(" ", args), false);
+  }
+
+  private String run(String script, boolean json) throws NftException {
+    if (ctx == null) {
+      throw new NftException("libnftables context is closed");
+    }
+    for (int i = 0; i < script.length(); i++) {
+      char c = script.charAt(i);
+      if (!(c == '\n' || c == '\t' || (c >= 0x20 && c < 0x7f))) {
+        throw new IllegalArgumentException("nft script holds a forbidden character 0x" + Integer.toHexString(c)
+            + " at offset " + i);
+      }
+    }
+    int flags = nft.nft_ctx_output_get_flags(ctx);
+    nft.nft_ctx_output_set_flags(ctx, json ? flags | OUTPUT_JSON : flags & ~OUTPUT_JSON);
+    int rc = nft.nft_run_cmd_from_buffer(ctx, script);
+    String out = nft.nft_ctx_get_output_buffer(ctx);
+    String err = nft.nft_ctx_get_error_buffer(ctx);
+    if (rc != 0) {
+      throw new NftException("nft (libnftables) in " + netns.map(n -> "network namespace " + n)
+          .orElse("the current network namespace") + ": " + (err == null || err.isBlank() ? "failed" : err.strip()));
+    }
+    return out == null ? "" : out;
+  }
+
+  @Override
+  public String how() {
+    return "libnftables";
+  }
+
+  @Override
+  void closeOnThread() {
+    if (ctx != null) {
+      nft.nft_ctx_free(ctx);
+      ctx = null;
+    }
+  }
+}

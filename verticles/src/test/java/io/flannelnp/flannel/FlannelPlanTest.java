@@ -1,0 +1,166 @@
+package io.flannelnp.flannel;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.flannelnp.etcd.EtcdSchema;
+import io.flannelnp.etcd.KeyValue;
+import io.flannelnp.flannel.VxlanPlan.Network;
+import io.flannelnp.flannel.VxlanPlan.Own;
+import io.flannelnp.flannel.VxlanPlan.Peer;
+import io.flannelnp.ipam.Cidr;
+import java.util.ArrayList;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+
+/**
+ * What the data plane wants, from etcd values alone (no kernel): Flannel's JSON read as flanneld
+ * reads it, which leases are this node's and which are peers, and the isolation table's rules.
+ */
+class FlannelPlanTest {
+  static final EtcdSchema S = new EtcdSchema("/p");
+  static final String ME = "198.18.0.11";
+  static final String CONFIG = "{\"Network\":\"10.50.0.0/20\",\"SubnetLen\":25,\"SubnetMin\":\"10.50.0.128\","
+      + "\"SubnetMax\":\"10.50.15.128\",\"Backend\":{\"Type\":\"vxlan\",\"VNI\":6515,\"Port\":8472}}";
+
+  static KeyValue kv(String key, String value) {
+    return new KeyValue(key, value, 1, 1, 1, 0);
+  }
+
+  static String lease(String ip, String mac) {
+    return "{\"PublicIP\":\"" + ip + "\",\"PublicIPv6\":null,\"BackendType\":\"vxlan\",\"BackendData\":{\"VNI\":6515,"
+        + "\"VtepMAC\":\"" + mac + "\"}}";
+  }
+
+  @Test
+  void ownLeaseAndPeersOfANetwork() {
+    List<KeyValue> kvs = List.of(
+        kv("/p/networks/a/config", CONFIG),
+        kv("/p/networks/a/subnets/10.50.0.128-25", lease(ME, "0e:00:00:00:00:01")),
+        kv("/p/networks/a/subnets/10.50.1.0-25", lease("198.18.0.12", "0e:00:00:00:00:02")),
+        kv("/p/networks/a/subnets/10.50.1.128-25", lease("198.18.0.13", "0E:00:00:00:00:03")),
+        kv("/p/networks/a/pool", "{}"),
+        kv("/p/networks/a/allocations/10.50.0.130", "{}"));
+    VxlanPlan p = VxlanPlan.compute(S, kvs, ME);
+    assertThat(p.problems()).isEmpty();
+    assertThat(p.networks()).containsOnlyKeys("a");
+    Network n = p.networks().get("a");
+    assertThat(n).isEqualTo(new Network("a", Cidr.parse("10.50.0.0/20"), 6515, 8472, true));
+    assertThat(n.device()).isEqualTo("flannel.6515");
+    assertThat(p.own()).hasSize(1);
+    Own o = p.own().get(0);
+    assertThat(o.block()).isEqualTo(Cidr.parse("10.50.0.128/25"));
+    assertThat(o.vtepMac()).isEqualTo("0e:00:00:00:00:01");
+    assertThat(o.address()).isEqualTo("10.50.0.128/32");
+    assertThat(o.peers()).extracting(Peer::block, Peer::publicIp, Peer::vtepMac, Peer::gateway).containsExactly(
+        org.assertj.core.groups.Tuple.tuple(Cidr.parse("10.50.1.0/25"), "198.18.0.12", "0e:00:00:00:00:02", "10.50.1.0"),
+        org.assertj.core.groups.Tuple.tuple(Cidr.parse("10.50.1.128/25"), "198.18.0.13", "0e:00:00:00:00:03",
+            "10.50.1.128"));
+  }
+
+  @Test
+  void flannelJsonIsReadCaseInsensitivelyWithFlannelsDefaults() {
+    // Go's encoding/json matches field names in any case; VNI defaults to 1, Port 0 means 8472
+    List<KeyValue> kvs = List.of(
+        kv("/p/networks/b/config", "{\"network\":\"10.5.0.0/16\",\"backend\":{\"type\":\"vxlan\"}}"),
+        kv("/p/networks/b/subnets/10.5.52.0-24", "{\"publicip\":\"" + ME + "\",\"backendtype\":\"vxlan\","
+            + "\"backenddata\":{\"vni\":1,\"vtepmac\":\"c6:d2:32:6f:8f:44\"}}"),
+        // the documented example of Flannel's Documentation/reservations.md, byte for byte
+        kv("/p/networks/b/subnets/10.5.7.0-24", "{\"PublicIP\":\"192.168.64.3\",\"PublicIPv6\":null,"
+            + "\"BackendType\":\"vxlan\",\"BackendData\":{\"VNI\":1,\"VtepMAC\":\"c6:d2:32:6f:8f:45\"}}"),
+        // dual-stack key: the IPv4 half counts
+        kv("/p/networks/b/subnets/10.5.8.0-24&fc00::-64", lease("192.168.64.4", "c6:d2:32:6f:8f:46")));
+    VxlanPlan p = VxlanPlan.compute(S, kvs, ME);
+    assertThat(p.problems()).isEmpty();
+    Network n = p.networks().get("b");
+    assertThat(n.vni()).isEqualTo(1);
+    assertThat(n.port()).isEqualTo(8472);
+    assertThat(p.own().get(0).block()).isEqualTo(Cidr.parse("10.5.52.0/24"));
+    assertThat(p.own().get(0).peers()).extracting(Peer::publicIp).containsExactly("192.168.64.3", "192.168.64.4");
+  }
+
+  @Test
+  void otherBackendsAndBadLeasesAreLeftOutAndNamed() {
+    List<KeyValue> kvs = new ArrayList<>(List.of(
+        kv("/p/networks/a/config", CONFIG),
+        kv("/p/networks/a/subnets/10.50.0.128-25", lease(ME, "0e:00:00:00:00:01")),
+        kv("/p/networks/a/subnets/10.50.2.0-25", "{\"PublicIP\":\"198.18.0.20\",\"BackendType\":\"udp\"}"),
+        kv("/p/networks/a/subnets/10.50.3.0-25", lease("198.18.0.21", "01:00:5e:00:00:01")), // multicast MAC
+        kv("/p/networks/a/subnets/10.50.4.0-25", "not json"),
+        kv("/p/networks/a/subnets/10.60.0.0-25", lease("198.18.0.22", "0e:00:00:00:00:22")), // outside the network
+        kv("/p/networks/a/subnets/10.50.5.0-25", lease("198.18.0.23", "0e:00:00:00:00:01")), // our MAC
+        kv("/p/networks/a/subnets/10.50.6.0-25", lease("198.18.0.24", "0e:00:00:00:00:24")),
+        kv("/p/networks/a/subnets/10.50.7.0-25", lease("198.18.0.25", "0e:00:00:00:00:24")), // a twin MAC
+        kv("/p/networks/c/config", "{\"Network\":\"10.70.0.0/16\",\"Backend\":{\"Type\":\"host-gw\"}}"),
+        kv("/p/networks/c/subnets/10.70.1.0-24", lease(ME, "0e:00:00:00:00:31")),
+        kv("/p/networks/d/config", "{\"Backend\":{\"Type\":\"vxlan\"}}")));
+    VxlanPlan p = VxlanPlan.compute(S, kvs, ME);
+    assertThat(p.own()).extracting(o -> o.network().flannelId()).containsExactly("a");
+    assertThat(p.own().get(0).peers()).extracting(Peer::publicIp).containsExactly("198.18.0.24");
+    assertThat(p.networks()).containsOnlyKeys("a", "c"); // c is not vxlan, but its subnet is isolated too
+    assertThat(String.join("\n", p.problems()))
+        .contains("10.50.3.0-25").contains("10.50.4.0-25").contains("10.60.0.0-25 ignored: 10.60.0.0/25 is outside")
+        .contains("10.50.5.0-25 has this node's VtepMAC").contains("10.50.7.0-25 has the VtepMAC")
+        .contains("network d: config ignored: no Network").doesNotContain("10.50.2.0");
+  }
+
+  @Test
+  void withoutAPublicIpNoNetworkIsThisNodesAndWithoutALeaseNeither() {
+    List<KeyValue> kvs = List.of(kv("/p/networks/a/config", CONFIG),
+        kv("/p/networks/a/subnets/10.50.1.0-25", lease("198.18.0.12", "0e:00:00:00:00:02")));
+    assertThat(VxlanPlan.compute(S, kvs, null).own()).isEmpty();
+    assertThat(VxlanPlan.compute(S, kvs, ME).own()).isEmpty();
+    assertThat(VxlanPlan.compute(S, kvs, ME).networks()).containsOnlyKeys("a");
+  }
+
+  @Test
+  void theIsolationTableAllowsANetworkOnlyFromItsOwnBridgeAndDevice() {
+    Network a = new Network("a", Cidr.parse("10.50.0.0/20"), 6515, 8472, true);
+    Network b = new Network("b", Cidr.parse("10.50.16.0/20"), 6516, 8472, true);
+    String script = Isolation.script(List.of(b, a));
+    assertThat(script).startsWith("table inet flannel-np {}\ndelete table inet flannel-np\ntable inet flannel-np {\n")
+        .contains("elements = { 10.50.0.0/20, 10.50.16.0/20 }")
+        .contains("type filter hook forward priority filter - 5; policy accept;")
+        .contains("ip daddr @networks jump isolate")
+        .contains("iifname \"" + Names.bridge("a") + "\" ip saddr 10.50.0.0/20 ip daddr 10.50.0.0/20 accept")
+        .contains("iifname \"flannel.6516\" ip saddr 10.50.16.0/20 ip daddr 10.50.16.0/20 accept")
+        .contains("counter drop");
+    assertThat(script.indexOf("network a from its bridge")).isLessThan(script.indexOf("network b from its bridge"));
+    assertThat(Isolation.script(List.of())).isEqualTo("table inet flannel-np {}\ndelete table inet flannel-np\n");
+    assertThat(Isolation.desired(List.of())).isEqualTo(Isolation.Model.ABSENT);
+    Isolation.Model m = Isolation.desired(List.of(a, b));
+    assertThat(m.elements()).containsExactly("10.50.0.0/20", "10.50.16.0/20");
+    assertThat(m.rules().get("isolate")).hasSize(5).last().isEqualTo("counter drop");
+  }
+
+  @Test
+  void theIsolationTableReadBackFromNftJsonComparesEqualToWhatWasWritten() {
+    // `nft -j list table inet flannel-np` after the script of network a was applied (nft 1.0.6)
+    Network a = new Network("a", Cidr.parse("10.50.0.0/20"), 6515, 8472, true);
+    String br = Names.bridge("a");
+    String json = "{\"nftables\": [{\"metainfo\": {\"version\": \"1.0.6\"}},"
+        + "{\"table\": {\"family\": \"inet\", \"name\": \"flannel-np\", \"handle\": 7}},"
+        + "{\"set\": {\"family\": \"inet\", \"name\": \"networks\", \"table\": \"flannel-np\", \"type\": \"ipv4_addr\","
+        + " \"handle\": 1, \"flags\": [\"interval\"], \"elem\": [{\"prefix\": {\"addr\": \"10.50.0.0\", \"len\": 20}}]}},"
+        + "{\"chain\": {\"family\": \"inet\", \"table\": \"flannel-np\", \"name\": \"forward\", \"handle\": 2,"
+        + " \"type\": \"filter\", \"hook\": \"forward\", \"prio\": -5, \"policy\": \"accept\"}},"
+        + "{\"chain\": {\"family\": \"inet\", \"table\": \"flannel-np\", \"name\": \"isolate\", \"handle\": 3}},"
+        + "{\"rule\": {\"family\": \"inet\", \"table\": \"flannel-np\", \"chain\": \"forward\", \"handle\": 4,"
+        + " \"expr\": [{\"match\": {\"op\": \"==\", \"left\": {\"payload\": {\"protocol\": \"ip\", \"field\": \"daddr\"}},"
+        + " \"right\": \"@networks\"}}, {\"jump\": {\"target\": \"isolate\"}}]}},"
+        + rule(5, br) + "," + rule(6, "flannel.6515") + ","
+        + "{\"rule\": {\"family\": \"inet\", \"table\": \"flannel-np\", \"chain\": \"isolate\", \"handle\": 7,"
+        + " \"expr\": [{\"counter\": {\"packets\": 3, \"bytes\": 252}}, {\"drop\": null}]}}]}";
+    assertThat(Isolation.actual(json)).isEqualTo(Isolation.desired(List.of(a)));
+    Network b = new Network("b", Cidr.parse("10.50.16.0/20"), 6516, 8472, true);
+    assertThat(Isolation.actual(json)).isNotEqualTo(Isolation.desired(List.of(a, b)));
+  }
+
+  private static String rule(int handle, String dev) {
+    return "{\"rule\": {\"family\": \"inet\", \"table\": \"flannel-np\", \"chain\": \"isolate\", \"handle\": " + handle
+        + ", \"expr\": [{\"match\": {\"op\": \"==\", \"left\": {\"meta\": {\"key\": \"iifname\"}}, \"right\": \"" + dev
+        + "\"}}, {\"match\": {\"op\": \"==\", \"left\": {\"payload\": {\"protocol\": \"ip\", \"field\": \"saddr\"}},"
+        + " \"right\": {\"prefix\": {\"addr\": \"10.50.0.0\", \"len\": 20}}}}, {\"match\": {\"op\": \"==\", \"left\":"
+        + " {\"payload\": {\"protocol\": \"ip\", \"field\": \"daddr\"}}, \"right\": {\"prefix\": {\"addr\": \"10.50.0.0\","
+        + " \"len\": 20}}}}, {\"accept\": null}]}}";
+  }
+}
