@@ -1,24 +1,169 @@
 package io.flannelnp.dns;
 
+import io.flannelnp.bus.Ack;
 import io.flannelnp.bus.Addresses;
 import io.flannelnp.bus.Failure;
+import io.flannelnp.bus.Observed;
 import io.flannelnp.bus.ReconcilerVerticle;
+import io.flannelnp.config.Config;
+import io.flannelnp.config.Setting;
+import io.flannelnp.dns.DnsMessage.EjectDns;
+import io.flannelnp.dns.DnsMessage.InjectDns;
 import io.flannelnp.etcd.EtcdMessage.ClusterState;
 import io.flannelnp.etcd.EtcdSchema;
 import io.flannelnp.etcd.EtcdSchema.Family;
+import io.flannelnp.etcd.KeyValue;
+import io.flannelnp.model.ClusterModel;
+import io.flannelnp.model.ContainerRecord;
+import io.flannelnp.model.DockerNetwork;
 import io.vertx.core.Future;
+import io.vertx.core.Promise;
+import io.vertx.core.eventbus.Message;
+import io.vertx.core.internal.VertxInternal;
+import io.vertx.core.json.JsonObject;
+import java.io.IOException;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
 import java.util.EnumSet;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.OptionalLong;
 import java.util.Set;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.ThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.logging.Level;
+import java.util.logging.Logger;
 
 /**
- * The resolver inside every container on our networks. This build reads the records; injecting
- * listeners into containers is the DnsVerticle issue's work.
+ * The resolver inside every container on flannel-np's networks on this node.
+ *
+ * <p><b>What a container sees.</b> Docker writes {@code nameserver 127.0.0.11} into its
+ * resolv.conf; our table in its namespace sends 127.0.0.11:53 (UDP and TCP) to our listener
+ * there ({@link DnsNat}, {@link DnsListener}); the listener answers Docker's names from etcd
+ * ({@link DnsNames}) and forwards everything else to Docker's own resolver in that namespace.
+ *
+ * <p><b>Which containers.</b> A sandbox (a container's network namespace, named by Docker's
+ * SandboxKey) is injected when
+ * <ul>
+ *   <li>{@link InjectDns} asks for it (Join), until {@link EjectDns} (Leave) for its last endpoint;</li>
+ *   <li>or this node's etcd records say a container runs there on one of our networks: an endpoint
+ *       record of this node with a SandboxKey (written at Join, cleared at Leave), or a running
+ *       container record of this node with a SandboxKey and a flannel-np attachment. This is what
+ *       re-injects every running container after a restart, within the first pass.</li>
+ * </ul>
+ * A sandbox whose path is no longer the namespace we injected into (the container is gone) is
+ * ejected by the next pass. When InjectDns arrives before the namespace exists (Docker 20.10
+ * mounts it only during {@code runc create}), injection waits, polling, for up to
+ * {@code netnsWait} and the request is answered at once.
+ *
+ * <p><b>Scope.</b> A container resolves in the networks it is attached to: its container record's
+ * networks (ordinary overlays included) and the networks of its endpoints.
+ *
+ * <p><b>Stop.</b> An orderly stop removes our table from every container and closes the
+ * listeners, so Docker's resolver answers until the next start.
  */
 public final class DnsVerticle extends ReconcilerVerticle {
-  private final EtcdSchema schema;
+  private static final Logger LOG = Logger.getLogger(DnsVerticle.class.getName());
+  /** A request-driven batch is not computed from an etcd revision. */
+  private static final long NO_REVISION = 0;
+  /** How long an EjectDns keeps etcd records that still name the endpoint from re-injecting it. */
+  static final Duration EJECT_GRACE = Duration.ofSeconds(60);
+  /**
+   * Without a wait (the namespace was there already), how long a loopback that is not up yet is
+   * still waited for: Docker brings it up right after mounting the namespace.
+   */
+  static final Duration NOT_WAITING = Duration.ofSeconds(2);
+  /** How long a sandbox of the records whose namespace never appeared is left alone. */
+  static final Duration WAIT_BACKOFF = Duration.ofMinutes(5);
 
+  private final String nodeName;
+  private final boolean compat;
+  private final int ttl;
+  private final EtcdSchema schema;
+  private final DnsListener.Options options;
+
+  private final Map<String, Entry> entries = new java.util.concurrent.ConcurrentHashMap<>();
+  /** The last operation (inject, eject) per sandbox key: operations on one sandbox never overlap. */
+  private final Map<String, Future<Void>> ops = new HashMap<>();
+  private final Map<String, Tomb> tombs = new HashMap<>();
+  /** Sandboxes from the records whose namespace did not appear in time: when that was. */
+  private final Map<String, Long> waitFailed = new HashMap<>();
+  private Namespaces.Switcher switcher;
+  private ExecutorService tools;
+  private long ownInode;
+  private long revision;
+  private DnsNames names = DnsNames.EMPTY;
+  private Records records = Records.EMPTY;
+
+  /** One sandbox we serve or are about to. Touched on the verticle's context only. */
+  private static final class Entry {
+    final String key;
+    String containerId = "";
+    final Set<String> explicitEndpoints = new HashSet<>();
+    boolean explicit;
+    volatile DnsListener listener;
+    volatile String state = "new";
+    volatile String error = "";
+
+    Entry(String key) {
+      this.key = key;
+    }
+  }
+
+  /** Endpoints EjectDns removed from a sandbox, ignored in records until they catch up. */
+  private record Tomb(Set<String> endpoints, long untilNanos) {}
+
+  /** What etcd says about this node's sandboxes. */
+  private record Records(ClusterModel model, Map<String, Set<String>> endpointsByKey,
+      Map<String, Set<String>> networksByKey, Map<String, String> networkByEndpoint,
+      Map<String, ContainerRecord> containersById) {
+    static final Records EMPTY = new Records(new ClusterModel(Map.of(), Map.of(), List.of()), Map.of(), Map.of(),
+        Map.of(), Map.of());
+  }
+
+  /** The daemon's constructor: node name, DNS_DOCKER_COMPATIBILITY_MODE and DNS_TTL from the config. */
+  public DnsVerticle(Config config, EtcdSchema schema) {
+    this(config.nodeName(), config.dnsDockerCompatibilityMode(), config.dnsTtl(), schema, DnsListener.Options.DEFAULTS);
+  }
+
+  /**
+   * Interim constructor until Daemon passes its Config: the settings' defaults
+   * (DNS_DOCKER_COMPATIBILITY_MODE=true, DNS_TTL=600) and NODE_NAME from the environment, else
+   * the host name.
+   */
+  @Deprecated
   public DnsVerticle(EtcdSchema schema) {
+    this(defaultNodeName(), Boolean.parseBoolean(Setting.DNS_DOCKER_COMPATIBILITY_MODE.defaultValue()),
+        Integer.parseInt(Setting.DNS_TTL.defaultValue()), schema, DnsListener.Options.DEFAULTS);
+  }
+
+  DnsVerticle(String nodeName, boolean compat, int ttl, EtcdSchema schema, DnsListener.Options options) {
+    this.nodeName = nodeName;
+    this.compat = compat;
+    this.ttl = ttl;
     this.schema = schema;
+    this.options = options;
+  }
+
+  private static String defaultNodeName() {
+    String env = System.getenv("NODE_NAME");
+    if (env != null && !env.isBlank()) {
+      return env.strip();
+    }
+    try {
+      return java.net.InetAddress.getLocalHost().getHostName();
+    } catch (IOException e) {
+      return "localhost";
+    }
   }
 
   @Override
@@ -28,20 +173,468 @@ public final class DnsVerticle extends ReconcilerVerticle {
 
   @Override
   protected Set<Family> families() {
-    return EnumSet.of(Family.DOCKER_SERVICES, Family.DOCKER_CONTAINERS, Family.DOCKER_NETWORKS);
+    return EnumSet.of(Family.DOCKER_SERVICES, Family.DOCKER_CONTAINERS, Family.DOCKER_NETWORKS, Family.ENDPOINTS);
   }
 
   @Override
   protected Future<?> startPlane() {
-    String why = "DNS injection is not part of this build";
-    vertx.eventBus().consumer(Addresses.DNS_INJECT, m -> m.fail(Failure.NOT_IMPLEMENTED, why));
-    vertx.eventBus().consumer(Addresses.DNS_EJECT, m -> m.fail(Failure.NOT_IMPLEMENTED, why));
+    ownInode = Namespaces.ownNetnsInode();
+    switcher = new Namespaces.Switcher("fnp-dns-netns");
+    AtomicInteger n = new AtomicInteger();
+    // nft and iptables-save mostly wait for the kernel: a few in parallel re-inject a node's
+    // containers in seconds without taking the CPUs
+    tools = new ThreadPoolExecutor(8, 8, 30, TimeUnit.SECONDS, new LinkedBlockingQueue<>(), r -> {
+      Thread t = new Thread(r, "fnp-dns-tool-" + n.incrementAndGet());
+      t.setDaemon(true);
+      return t;
+    });
+    ((ThreadPoolExecutor) tools).allowCoreThreadTimeOut(true);
+    vertx.eventBus().<InjectDns>consumer(Addresses.DNS_INJECT, this::onInject);
+    vertx.eventBus().<EjectDns>consumer(Addresses.DNS_EJECT, this::onEject);
     return Future.succeededFuture();
   }
 
   @Override
+  protected Future<?> stopPlane() {
+    List<Future<Void>> all = new ArrayList<>();
+    for (Entry e : List.copyOf(entries.values())) {
+      all.add(eject(e, "the daemon stops"));
+    }
+    return Future.join(all).eventually(() -> {
+      switcher.close();
+      tools.shutdown();
+      return Future.succeededFuture();
+    });
+  }
+
+  // ---- requests ---------------------------------------------------------------------------------
+
+  private void onInject(Message<InjectDns> m) {
+    InjectDns r = m.body();
+    String key;
+    try {
+      key = DnsNat.sandboxPath(r.sandboxKey());
+    } catch (IllegalArgumentException e) {
+      m.fail(Failure.BAD_REQUEST, e.getMessage());
+      return;
+    }
+    Entry e = entries.computeIfAbsent(key, Entry::new);
+    e.explicit = true;
+    if (r.containerId() != null && !r.containerId().isEmpty()) {
+      e.containerId = r.containerId();
+    }
+    if (r.endpointId() != null && !r.endpointId().isEmpty()) {
+      e.explicitEndpoints.add(r.endpointId());
+      Tomb t = tombs.get(key);
+      if (t != null) {
+        Set<String> left = new HashSet<>(t.endpoints());
+        left.remove(r.endpointId());
+        tombs.put(key, new Tomb(left, t.untilNanos()));
+      }
+    }
+    updateView(e);
+    if (e.listener != null && sameNetns(e)) {
+      m.reply(new Ack("already injected into " + key + " (udp " + e.listener.udpPort() + ", tcp "
+          + e.listener.tcpPort() + ")"));
+      return;
+    }
+    if (isReady(key)) {
+      inject(e, false).onComplete(ar -> {
+        if (ar.succeeded()) {
+          m.reply(new Ack(e.listener != null ? "injected into " + key + " (udp " + e.listener.udpPort() + ", tcp "
+              + e.listener.tcpPort() + ")" : "not injected: " + e.state));
+        } else {
+          m.fail(Failure.UNAVAILABLE, "DNS injection into " + key + " failed: " + ar.cause().getMessage());
+        }
+      });
+    } else {
+      inject(e, true);
+      m.reply(new Ack("waiting up to " + options.netnsWait().toSeconds() + " s for " + key
+          + " to become a network namespace"));
+    }
+  }
+
+  private void onEject(Message<EjectDns> m) {
+    EjectDns r = m.body();
+    String key;
+    try {
+      key = DnsNat.sandboxPath(r.sandboxKey());
+    } catch (IllegalArgumentException e) {
+      m.fail(Failure.BAD_REQUEST, e.getMessage());
+      return;
+    }
+    String ep = r.endpointId() == null ? "" : r.endpointId();
+    Set<String> gone = new HashSet<>();
+    if (ep.isEmpty()) {
+      gone.addAll(records.endpointsByKey().getOrDefault(key, Set.of()));
+      gone.add("*");
+    } else {
+      gone.add(ep);
+    }
+    Tomb old = tombs.get(key);
+    if (old != null) {
+      gone.addAll(old.endpoints());
+    }
+    tombs.put(key, new Tomb(gone, System.nanoTime() + EJECT_GRACE.toNanos()));
+    Entry e = entries.get(key);
+    if (e == null) {
+      m.reply(new Ack("not injected into " + key));
+      return;
+    }
+    e.explicitEndpoints.remove(ep);
+    Set<String> remaining = new HashSet<>(e.explicitEndpoints);
+    remaining.addAll(records.endpointsByKey().getOrDefault(key, Set.of()));
+    remaining.removeAll(gone);
+    if (!ep.isEmpty() && !remaining.isEmpty()) {
+      m.reply(new Ack("kept " + key + ": endpoints " + new java.util.TreeSet<>(remaining) + " still use it"));
+      return;
+    }
+    eject(e, "EjectDns").onComplete(ar -> {
+      if (ar.succeeded()) {
+        m.reply(new Ack("ejected from " + key));
+      } else {
+        m.fail(Failure.UNAVAILABLE, "DNS ejection from " + key + " failed: " + ar.cause().getMessage());
+      }
+    });
+  }
+
+  // ---- inject / eject ---------------------------------------------------------------------------
+
+  private boolean isReady(String key) {
+    OptionalLong ino = Namespaces.netnsInode(Path.of(key));
+    return ino.isPresent() && ino.getAsLong() != ownInode;
+  }
+
+  private boolean sameNetns(Entry e) {
+    OptionalLong ino = Namespaces.netnsInode(Path.of(e.key));
+    return e.listener != null && ino.isPresent() && ino.getAsLong() == e.listener.inode();
+  }
+
+  /** Serialises the operations on one sandbox, whichever entry asked for them. */
+  private Future<Void> chain(Entry e, java.util.function.Supplier<Future<Void>> op) {
+    Future<Void> prev = ops.getOrDefault(e.key, Future.succeededFuture());
+    Future<Void> next = prev.transform(x -> op.get());
+    Future<Void> settled = next.otherwiseEmpty();
+    ops.put(e.key, settled);
+    settled.onComplete(x -> ops.remove(e.key, settled));
+    return next;
+  }
+
+  private Future<Void> inject(Entry e, boolean wait) {
+    return chain(e, () -> {
+      if (entries.get(e.key) != e) {
+        return Future.succeededFuture(); // ejected meanwhile
+      }
+      long deadline = System.nanoTime() + (wait ? options.netnsWait() : NOT_WAITING).toNanos();
+      if (wait) {
+        e.state = "waiting";
+      }
+      return awaitNetns(e, wait ? deadline : 0).compose(ino -> {
+        if (entries.get(e.key) != e) {
+          return Future.succeededFuture();
+        }
+        if (e.listener != null) {
+          if (e.listener.inode() == ino) {
+            return Future.succeededFuture();
+          }
+          // a new namespace at the same path: the old one is gone with its container
+          DnsListener old = e.listener;
+          e.listener = null;
+          return fromCf(old.close()).compose(v -> openAndInject(e, ino, deadline));
+        }
+        return openAndInject(e, ino, deadline);
+      }).recover(err -> {
+        e.state = "failed";
+        e.error = String.valueOf(err.getMessage());
+        LOG.log(entries.get(e.key) == e ? Level.WARNING : Level.FINE,
+            "DNS injection into " + e.key + " failed: " + e.error);
+        if (entries.get(e.key) == e && e.listener == null) {
+          entries.remove(e.key); // a later pass or request tries again
+        }
+        return Future.failedFuture(err);
+      });
+    });
+  }
+
+  /** Polls until the path is a network namespace other than ours, or the deadline passed. */
+  private Future<Long> awaitNetns(Entry e, long deadline) {
+    Promise<Long> p = Promise.promise();
+    poll(e, deadline, p);
+    return p.future();
+  }
+
+  private void poll(Entry e, long deadline, Promise<Long> p) {
+    String key = e.key;
+    OptionalLong ino = Namespaces.netnsInode(Path.of(key));
+    if (ino.isPresent() && ino.getAsLong() != ownInode) {
+      p.complete(ino.getAsLong());
+    } else if (entries.get(key) != e) {
+      p.fail(key + ": no longer wanted");
+    } else if (System.nanoTime() >= deadline) {
+      p.fail(key + (ino.isPresent() ? " is the daemon's own network namespace" : " is not a network namespace")
+          + (deadline == 0 ? "" : " after " + options.netnsWait().toSeconds() + " s"));
+    } else {
+      vertx.setTimer(options.netnsPoll().toMillis(), t -> poll(e, deadline, p));
+    }
+  }
+
+  private Future<Void> openAndInject(Entry e, long ino, long deadline) {
+    e.state = "injecting";
+    return openSockets(e.key, ino, deadline).compose(s -> {
+      String head = "# nsenter --net=" + e.key + "\n";
+      return nft(e.key, head + DnsNat.tableScript(s.udpPort(), s.tcpPort()))
+          .recover(err -> nft(e.key, head + DnsNat.replaceScript(s.udpPort(), s.tcpPort())))
+          .recover(err -> {
+        s.closeQuietly();
+        return Future.failedFuture(err);
+      }).compose(v -> {
+        VertxInternal vi = (VertxInternal) vertx;
+        DnsListener l = new DnsListener(e.key, ino, s, vi.nettyEventLoopGroup().next(), options, switcher,
+            this::discover);
+        l.view = view(e);
+        return fromCf(l.start()).map(x -> l);
+      });
+    }).compose(l -> {
+      if (entries.get(e.key) != e) {
+        // ejected while we were opening: undo
+        return fromCf(l.close()).compose(v -> removeTable(e.key, ino)).mapEmpty();
+      }
+      e.listener = l;
+      e.state = "active";
+      e.error = "";
+      LOG.info("DNS injected into " + e.key + " (udp " + l.udpPort() + ", tcp " + l.tcpPort() + ")");
+      return Future.succeededFuture();
+    });
+  }
+
+  /**
+   * Opens the listener's sockets inside the namespace; while its loopback is not up yet, polls
+   * again until the deadline.
+   */
+  private Future<DnsListener.Sockets> openSockets(String key, long ino, long deadline) {
+    return fromCf(switcher.submit(Path.of(key), ino, DnsListener::openSockets)).recover(err -> {
+      Throwable cause = err instanceof java.util.concurrent.CompletionException && err.getCause() != null
+          ? err.getCause() : err;
+      if (cause instanceof DnsListener.NotReadyException && System.nanoTime() < deadline) {
+        Promise<DnsListener.Sockets> again = Promise.promise();
+        vertx.setTimer(options.netnsPoll().toMillis(), t -> openSockets(key, ino, deadline).onComplete(again));
+        return again.future();
+      }
+      return Future.failedFuture(cause);
+    });
+  }
+
+  private Future<Void> eject(Entry e, String why) {
+    entries.remove(e.key, e);
+    e.explicit = false;
+    return chain(e, () -> {
+      DnsListener l = e.listener;
+      e.listener = null;
+      e.state = "ejected";
+      if (l == null) {
+        return Future.succeededFuture();
+      }
+      long ino = l.inode();
+      return fromCf(l.close()).compose(v -> {
+        OptionalLong now = Namespaces.netnsInode(Path.of(e.key));
+        if (now.isPresent() && now.getAsLong() == ino) {
+          return removeTable(e.key, ino);
+        }
+        return Future.succeededFuture(); // the namespace is gone, and our table with it
+      }).onSuccess(v -> LOG.info("DNS ejected from " + e.key + " (" + why + ")"));
+    });
+  }
+
+  private Future<Void> removeTable(String key, long ino) {
+    return nft(key, "# nsenter --net=" + key + "\n" + DnsNat.removeScript());
+  }
+
+  /** Applies an nft script in the sandbox's namespace (on the tool pool) and publishes it. */
+  private Future<Void> nft(String key, String script) {
+    CompletableFuture<DnsNat.Result> cf = CompletableFuture.supplyAsync(() -> {
+      try {
+        return DnsNat.nft(key, script);
+      } catch (IOException ex) {
+        throw new java.util.concurrent.CompletionException(ex);
+      }
+    }, tools);
+    return fromCf(cf).transform(ar -> {
+      boolean ok = ar.succeeded() && ar.result().exit() == 0;
+      String err = ar.failed() ? String.valueOf(ar.cause().getMessage())
+          : ok ? "" : ar.result().err().strip() + " (exit " + ar.result().exit() + ")";
+      long micros = ar.succeeded() ? ar.result().micros() : 0;
+      vertx.eventBus().publish(Addresses.KERNEL_BATCH,
+          new Observed.KernelBatch(plane(), "nft", script, ok, err, micros, NO_REVISION));
+      return ok ? Future.succeededFuture() : Future.failedFuture("nft in " + key + ": " + err);
+    });
+  }
+
+  private CompletableFuture<DnsNat.DockerPorts> discover(String key) {
+    return CompletableFuture.supplyAsync(() -> DnsNat.discover(key), tools);
+  }
+
+  private <T> Future<T> fromCf(CompletableFuture<T> cf) {
+    return Future.fromCompletionStage(cf, context);
+  }
+
+  // ---- reconcile --------------------------------------------------------------------------------
+
+  @Override
   protected Future<String> reconcile(ClusterState state, boolean periodic) {
-    long containers = state.kvs().keySet().stream().filter(k -> schema.family(k) == Family.DOCKER_CONTAINERS).count();
-    return Future.succeededFuture(containers + " container records in etcd; no listeners injected");
+    revision = state.revision();
+    records = readRecords(state);
+    names = DnsNames.of(records.model());
+    long now = System.nanoTime();
+
+    // desired sandboxes from the records, minus endpoints an EjectDns removed
+    Map<String, Set<String>> desired = new LinkedHashMap<>();
+    records.networksByKey().forEach((key, nets) -> {
+      Set<String> eps = records.endpointsByKey().getOrDefault(key, Set.of());
+      Tomb t = tombs.get(key);
+      if (t != null) {
+        if (now > t.untilNanos() || java.util.Collections.disjoint(t.endpoints(), eps) && !t.endpoints().contains("*")) {
+          tombs.remove(key);
+        } else if (t.endpoints().contains("*") || t.endpoints().containsAll(eps)) {
+          return;
+        }
+      }
+      desired.put(key, nets);
+    });
+    tombs.keySet().removeIf(k -> !records.networksByKey().containsKey(k) || now > tombs.get(k).untilNanos());
+
+    int ejected = 0;
+    for (Entry e : List.copyOf(entries.values())) {
+      updateView(e);
+      if (e.listener != null && !sameNetns(e)) {
+        eject(e, "its namespace is gone");
+        ejected++;
+      } else if (!e.explicit && !desired.containsKey(e.key) && !"injecting".equals(e.state)) {
+        // a waiting one stops polling too
+        eject(e, "no container on our networks uses it any more");
+        ejected++;
+      }
+    }
+    int started = 0;
+    for (String key : desired.keySet()) {
+      if (entries.containsKey(key)) {
+        continue;
+      }
+      // Docker 20.10 writes the SandboxKey at Join, before runc mounts the namespace: wait for
+      // it as for an early InjectDns; a key whose wait ran out is retried when it is a
+      // namespace, or after WAIT_BACKOFF
+      boolean ready = isReady(key);
+      Long failedAt = waitFailed.get(key);
+      if (!ready && failedAt != null && now - failedAt < WAIT_BACKOFF.toNanos()) {
+        continue;
+      }
+      Entry e = new Entry(key);
+      entries.put(key, e);
+      updateView(e);
+      inject(e, !ready).onFailure(err -> {
+        if (!ready) {
+          waitFailed.put(key, System.nanoTime());
+        }
+      });
+      started++;
+    }
+    waitFailed.keySet().removeIf(k -> !desired.containsKey(k));
+    long active = entries.values().stream().filter(e -> e.listener != null).count();
+    return Future.succeededFuture(active + " sandbox(es) served, " + started + " being injected, " + ejected
+        + " ejected; " + names.size() + " names on " + names.networkIds().size() + " networks");
+  }
+
+  private void updateView(Entry e) {
+    DnsListener l = e.listener;
+    if (l != null) {
+      l.view = view(e);
+    }
+  }
+
+  /** The container's networks: its sandbox's records, its explicit endpoints, its container record. */
+  private Responder.View view(Entry e) {
+    Set<String> nets = new LinkedHashSet<>(records.networksByKey().getOrDefault(e.key, Set.of()));
+    for (String ep : e.explicitEndpoints) {
+      String n = records.networkByEndpoint().get(ep);
+      if (n != null) {
+        nets.add(n);
+      }
+    }
+    ContainerRecord c = records.containersById().get(e.containerId);
+    if (c != null) {
+      nets.addAll(c.networks().keySet());
+    }
+    return new Responder.View(names, names.scope(nets), compat, ttl);
+  }
+
+  /** This node's sandboxes from the endpoint and container records; unreadable records are skipped. */
+  private Records readRecords(ClusterState state) {
+    ClusterModel model = ClusterModel.of(schema, state.kvs().values());
+    Map<String, Set<String>> eps = new HashMap<>();
+    Map<String, Set<String>> nets = new HashMap<>();
+    Map<String, String> netOfEp = new HashMap<>();
+    for (KeyValue kv : state.under(schema.endpoints(nodeName))) {
+      try {
+        JsonObject j = new JsonObject(kv.value());
+        String epId = j.getString("EndpointID", "");
+        String netId = j.getString("NetworkID", "");
+        if (!epId.isEmpty() && !netId.isEmpty()) {
+          netOfEp.put(epId, netId);
+        }
+        String key = j.getString("SandboxKey", "");
+        if (!key.isEmpty() && valid(key)) {
+          eps.computeIfAbsent(key, k -> new HashSet<>()).add(epId);
+          if (!netId.isEmpty()) {
+            nets.computeIfAbsent(key, k -> new LinkedHashSet<>()).add(netId);
+          }
+        }
+      } catch (RuntimeException ex) {
+        LOG.log(Level.FINE, "skipping unreadable endpoint record " + kv.key() + ": " + ex.getMessage());
+      }
+    }
+    Map<String, ContainerRecord> byId = new HashMap<>();
+    for (ContainerRecord c : model.containers()) {
+      byId.put(c.containerId(), c);
+      if (!nodeName.equals(c.node()) || !c.running() || c.sandboxKey().isEmpty() || !valid(c.sandboxKey())) {
+        continue;
+      }
+      boolean ours = false;
+      for (String netId : c.networks().keySet()) {
+        DockerNetwork n = model.networks().get(netId);
+        ours |= n != null && n.isFlannel();
+      }
+      if (ours) {
+        nets.computeIfAbsent(c.sandboxKey(), k -> new LinkedHashSet<>()).addAll(c.networks().keySet());
+        Set<String> set = eps.computeIfAbsent(c.sandboxKey(), k -> new HashSet<>());
+        c.networks().forEach((netId, a) -> {
+          DockerNetwork n = model.networks().get(netId);
+          if (n != null && n.isFlannel() && !a.endpointId().isEmpty()) {
+            set.add(a.endpointId());
+          }
+        });
+      }
+    }
+    return new Records(model, eps, nets, netOfEp, byId);
+  }
+
+  private static boolean valid(String key) {
+    try {
+      DnsNat.sandboxPath(key);
+      return true;
+    } catch (IllegalArgumentException e) {
+      return false;
+    }
+  }
+
+  // ---- for tests and the benchmark ----------------------------------------------------------------
+
+  /** The listener serving a sandbox, if any (call on the verticle's context or after it settled). */
+  DnsListener listener(String sandboxKey) {
+    Entry e = entries.get(sandboxKey);
+    return e == null ? null : e.listener;
+  }
+
+  /** Number of sandboxes with a listener. */
+  int served() {
+    return (int) entries.values().stream().filter(e -> e.listener != null).count();
   }
 }
