@@ -73,7 +73,7 @@ public final class Daemon {
         .compose(v -> deploy("EtcdWatchVerticle", new EtcdWatchVerticle(etcd, schema)))
         .compose(v -> deploy("FlannelVerticle", new FlannelVerticle(config, schema, kernel)))
         .compose(v -> deploy("LoadBalancerVerticle", new LoadBalancerVerticle(schema, kernel)))
-        .compose(v -> deploy("DnsVerticle", new DnsVerticle(schema)))
+        .compose(v -> deploy("DnsVerticle", new DnsVerticle(config, schema)))
         .compose(v -> deploy("DockerVerticle", new DockerVerticle(config.dockerSocket())));
     return chain.onSuccess(v -> adoptLeases(publicIp));
   }

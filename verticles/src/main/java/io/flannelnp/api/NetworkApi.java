@@ -36,6 +36,7 @@ public final class NetworkApi {
   static final String OPT_VNI = "io.flannel-np.vni";
   static final String GENERIC = "com.docker.network.generic";
   private static final DeliveryOptions KERNEL_CALL = new DeliveryOptions().setSendTimeout(20_000);
+  private static final java.util.logging.Logger LOG = java.util.logging.Logger.getLogger(NetworkApi.class.getName());
 
   private final Ipam ipam;
   private final AddressPlan plan;
@@ -243,7 +244,8 @@ public final class NetworkApi {
             EndpointAttached at = m.body();
             long gw = AddressPlan.nodeGateway(ipam.heldLease(fid).orElseThrow().block());
             e.put("SandboxKey", sandbox).put("HostVeth", at.hostVeth()).put("ContainerVeth", at.containerVeth());
-            return etcd.put(schema.endpoint(node, epId), e.encode()).map(rev -> new JsonObject()
+            return etcd.put(schema.endpoint(node, epId), e.encode()).onSuccess(rev -> injectDns(sandbox, epId))
+                .map(rev -> new JsonObject()
                 .put("InterfaceName", new JsonObject().put("SrcName", at.containerVeth()).put("DstPrefix", "eth"))
                 .put("StaticRoutes", new JsonArray().add(new JsonObject().put("Destination", rec.subnet().toString())
                     .put("RouteType", 0).put("NextHop", Ipv4.format(gw))))
@@ -253,6 +255,20 @@ public final class NetworkApi {
     });
   }
 
+  /**
+   * Puts flannel-np's resolver into the container's namespace. Not awaited: on Docker 27 and
+   * earlier the namespace appears only after Join returns (the DNS plane waits for it), and a DNS
+   * problem must not fail the container's network attachment.
+   */
+  private void injectDns(String sandbox, String epId) {
+    if (sandbox.isEmpty()) {
+      return;
+    }
+    bus.request(Addresses.DNS_INJECT, new io.flannelnp.dns.DnsMessage.InjectDns("", sandbox, epId),
+            new DeliveryOptions().setSendTimeout(40_000))
+        .onFailure(err -> LOG.warning("DNS injection for endpoint " + epId + " failed: " + err.getMessage()));
+  }
+
   Future<JsonObject> leave(Req r) {
     r.id("NetworkID");
     String epId = r.id("EndpointID");
@@ -260,8 +276,16 @@ public final class NetworkApi {
       if (ep.isEmpty()) {
         return Future.succeededFuture(new JsonObject());
       }
+      String sandbox = ep.get().getString("SandboxKey", "");
       JsonObject e = ep.get().put("SandboxKey", "");
-      return etcd.put(schema.endpoint(node, epId), e.encode()).map(rev -> new JsonObject());
+      return etcd.put(schema.endpoint(node, epId), e.encode()).map(rev -> {
+        if (!sandbox.isEmpty()) {
+          // Docker's resolver answers again once ours is gone; never hold up Leave for it
+          bus.request(Addresses.DNS_EJECT, new io.flannelnp.dns.DnsMessage.EjectDns(sandbox, epId), KERNEL_CALL)
+              .onFailure(err -> LOG.fine("EjectDns for " + epId + ": " + err.getMessage()));
+        }
+        return new JsonObject();
+      });
     });
   }
 

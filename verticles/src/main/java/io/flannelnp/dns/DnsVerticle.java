@@ -61,9 +61,12 @@ import java.util.logging.Logger;
  *       re-injects every running container after a restart, within the first pass.</li>
  * </ul>
  * A sandbox whose path is no longer the namespace we injected into (the container is gone) is
- * ejected by the next pass. When InjectDns arrives before the namespace exists (Docker 20.10
- * mounts it only during {@code runc create}), injection waits, polling, for up to
- * {@code netnsWait} and the request is answered at once.
+ * ejected by the next pass. When InjectDns or a record names a sandbox before its namespace is
+ * there (Docker 20.10 mounts it only during {@code runc create}, and brings its loopback up a
+ * moment later), injection waits, polling every 20 ms, for up to 30 s; InjectDns is then
+ * answered at once ("waiting ..."), else when the listener serves. Nothing holds the container
+ * until then: without the OCI hook (IS_HOOK_AVAILABLE, not built yet) its first queries may
+ * still reach Docker's resolver.
  *
  * <p><b>Scope.</b> A container resolves in the networks it is attached to: its container record's
  * networks (ordinary overlays included) and the networks of its endpoints.
