@@ -6,14 +6,10 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Map;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
@@ -54,8 +50,7 @@ final class DnsNat {
   static final Duration TIMEOUT = Duration.ofSeconds(20);
 
   private static final Pattern SANDBOX = Pattern.compile("/[A-Za-z0-9._/:@+-]{1,4095}");
-  private static final List<String> TOOL_DIRS = List.of("/usr/sbin", "/sbin", "/usr/bin", "/bin");
-  private static final Map<String, String> RESOLVED = new ConcurrentHashMap<>();
+  private static final List<String> TOOL_DIRS = io.flannelnp.flannel.Kernel.toolDirs();
   private static final ExecutorService PUMPS = Executors.newCachedThreadPool(r -> {
     Thread t = new Thread(r, "fnp-dns-tool-io");
     t.setDaemon(true);
@@ -279,27 +274,6 @@ final class DnsNat {
   }
 
   static String resolve(String name) {
-    String hit = RESOLVED.get(name);
-    if (hit != null) {
-      return hit;
-    }
-    List<String> dirs = new ArrayList<>();
-    String path = System.getenv("PATH");
-    if (path != null) {
-      for (String d : path.split(File.pathSeparator)) {
-        if (!d.isEmpty()) {
-          dirs.add(d);
-        }
-      }
-    }
-    dirs.addAll(TOOL_DIRS);
-    for (String d : dirs) {
-      Path p = Path.of(d, name);
-      if (Files.isRegularFile(p) && Files.isExecutable(p)) {
-        RESOLVED.put(name, p.toString());
-        return p.toString();
-      }
-    }
-    return null;
+    return io.flannelnp.flannel.Kernel.resolve(name);
   }
 }

@@ -473,8 +473,16 @@ public final class Kernel {
     return b.toString(StandardCharsets.UTF_8);
   }
 
-  /** The tool's absolute path: PATH first, then the usual sbin/bin directories (root's tools). */
-  private static String resolve(String name) {
+  /** The usual sbin/bin directories searched after PATH (root's tools). */
+  public static List<String> toolDirs() {
+    return TOOL_DIRS;
+  }
+
+  /**
+   * The tool's absolute path: PATH first, then the usual sbin/bin directories (root's tools);
+   * null if it is nowhere. Shared by every plane that runs a tool.
+   */
+  public static String resolve(String name) {
     String hit = RESOLVED.get(name);
     if (hit != null) {
       return hit;
