@@ -98,7 +98,7 @@ public final class Daemon {
     return () -> {
       Future<String> f = cached[0];
       if (f == null || f.failed()) {
-        f = vertx.executeBlocking(() -> PublicAddress.resolve(config.flannelOptions()));
+        f = vertx.executeBlocking(() -> PublicAddress.resolve(config.flannelOptions(), kernel));
         cached[0] = f;
       }
       return f;

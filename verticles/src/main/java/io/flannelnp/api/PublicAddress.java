@@ -1,61 +1,53 @@
 package io.flannelnp.api;
 
 import io.flannelnp.config.FlannelOptions;
+import io.flannelnp.flannel.Kernel;
+import io.flannelnp.flannel.Kernel.KernelException;
 import io.vertx.core.json.JsonArray;
 import io.vertx.core.json.JsonObject;
-import java.io.IOException;
-import java.nio.charset.StandardCharsets;
-import java.util.List;
-import java.util.concurrent.TimeUnit;
 
 /**
- * This node's public IP, as flanneld chooses it: -public-ip if given, else the first IPv4 address
- * of -iface, else of the interface that carries the default route. Blocking (runs `ip`): call it
- * from a worker.
+ * This node's public IP, as flanneld chooses it and as the Flannel plane does (same rules, same
+ * network namespace, so the IPAM's lease value and the VXLAN device agree): -public-ip if given;
+ * else -iface (an address is taken as is, a name gives its first IPv4 address); else the first
+ * IPv4 address of the default route's device. Blocking (runs `ip`): call it from a worker.
  */
 public final class PublicAddress {
   private PublicAddress() {}
 
-  public static String resolve(FlannelOptions opts) {
+  public static String resolve(FlannelOptions opts, Kernel kernel) {
     if (opts.publicIp().isPresent()) {
       return opts.publicIp().get();
     }
-    String iface = opts.iface().orElseGet(PublicAddress::defaultRouteInterface);
-    JsonArray addrs = new JsonArray(ip("-j", "-4", "addr", "show", "dev", iface));
-    for (Object o : addrs) {
-      for (Object ai : ((JsonObject) o).getJsonArray("addr_info", new JsonArray())) {
-        String local = ((JsonObject) ai).getString("local");
-        if (local != null) {
-          return local;
+    if (opts.iface().isPresent() && opts.iface().get().matches("[0-9.]+")) {
+      return Kernel.ipv4(opts.iface().get());
+    }
+    try {
+      String iface = opts.iface().isPresent() ? Kernel.ifname(opts.iface().get()) : defaultRouteInterface(kernel);
+      for (Object o : new JsonArray(orEmpty(kernel.ipJson("-4", "addr", "show", "dev", iface)))) {
+        for (Object ai : ((JsonObject) o).getJsonArray("addr_info", new JsonArray())) {
+          String local = ((JsonObject) ai).getString("local");
+          if (local != null) {
+            return local;
+          }
         }
       }
+      throw new IllegalStateException("interface " + iface + " has no IPv4 address; set -public-ip in DEFAULT_FLANNEL_OPTIONS");
+    } catch (KernelException e) {
+      throw new IllegalStateException("cannot find this node's public IP in " + kernel.where() + ": " + e.getMessage(), e);
     }
-    throw new IllegalStateException("interface " + iface + " has no IPv4 address; set -public-ip in DEFAULT_FLANNEL_OPTIONS");
   }
 
-  static String defaultRouteInterface() {
-    JsonArray routes = new JsonArray(ip("-j", "-4", "route", "show", "default"));
+  static String defaultRouteInterface(Kernel kernel) throws KernelException {
+    JsonArray routes = new JsonArray(orEmpty(kernel.ipJson("-4", "route", "show", "default")));
     if (routes.isEmpty()) {
-      throw new IllegalStateException("no default route to find this node's public IP; set -iface or -public-ip in DEFAULT_FLANNEL_OPTIONS");
+      throw new IllegalStateException("no default route in " + kernel.where()
+          + " to find this node's public IP; set -iface or -public-ip in DEFAULT_FLANNEL_OPTIONS");
     }
     return routes.getJsonObject(0).getString("dev");
   }
 
-  private static String ip(String... args) {
-    List<String> cmd = new java.util.ArrayList<>(List.of("ip"));
-    cmd.addAll(List.of(args));
-    try {
-      Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
-      String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8).trim();
-      if (!p.waitFor(5, TimeUnit.SECONDS) || p.exitValue() != 0) {
-        throw new IllegalStateException(String.join(" ", cmd) + " failed: " + out);
-      }
-      return out.isEmpty() ? "[]" : out;
-    } catch (IOException e) {
-      throw new IllegalStateException("cannot run ip: " + e.getMessage(), e);
-    } catch (InterruptedException e) {
-      Thread.currentThread().interrupt();
-      throw new IllegalStateException(e);
-    }
+  private static String orEmpty(String json) {
+    return json == null || json.isBlank() ? "[]" : json;
   }
 }
