@@ -25,7 +25,6 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.function.Supplier;
@@ -455,9 +454,5 @@ public final class EtcdStore implements AutoCloseable {
       }
       client.close();
     }
-  }
-
-  static long toMillis(long v, TimeUnit u) {
-    return u.toMillis(v);
   }
 }

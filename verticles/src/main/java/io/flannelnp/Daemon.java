@@ -94,15 +94,9 @@ public final class Daemon {
 
   /** Resolved once (it runs `ip`), on a worker; a failure is retried at the next call. */
   private Supplier<Future<String>> publicIp() {
-    Future<String>[] cached = new Future[1];
-    return () -> {
-      Future<String> f = cached[0];
-      if (f == null || f.failed()) {
-        f = vertx.executeBlocking(() -> PublicAddress.resolve(config.flannelOptions(), kernel));
-        cached[0] = f;
-      }
-      return f;
-    };
+    java.util.concurrent.atomic.AtomicReference<Future<String>> cached = new java.util.concurrent.atomic.AtomicReference<>();
+    return () -> cached.updateAndGet(f -> f == null || f.failed()
+        ? vertx.executeBlocking(() -> PublicAddress.resolve(config.flannelOptions(), kernel)) : f);
   }
 
   private Future<Void> deploy(String name, Deployable verticle) {
