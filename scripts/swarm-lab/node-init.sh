@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# node-init.sh I DIR IP : internal to swarm-lab.sh. Runs already inside lab node I's netns and a
+# fresh mount + UTS namespace (started as `setsid nsenter --net=… unshare --mount --uts
+# --propagation slave node-init.sh …`), gives that namespace the private paths a Docker host
+# has, then execs dockerd, keeping the PID swarm-lab.sh recorded.
+# Every mount uses -n: before /run is replaced, libmount would write the host's /run/mount/utab.
+set -euo pipefail
+i="$1"; dir="$2"; ip="$3"; prefix="${FNP_LAB_PREFIX:-fnp}"
+
+hostname "$prefix$i"
+
+# sysfs of this netns (/sys/class/net), with the cgroup mounts re-bound under it.
+mkdir -p "$dir/.cg"
+mount -n --rbind /sys/fs/cgroup "$dir/.cg"
+mount -n -t sysfs -o nosuid,nodev,noexec sysfs /sys
+mount -n --rbind "$dir/.cg" /sys/fs/cgroup
+umount -n -R "$dir/.cg"
+rmdir "$dir/.cg"
+
+# Own /run: dockerd hard-codes /run/docker/plugins, containerd its shim sockets under
+# /run/containerd/s, and the plugin mounts /run/docker.sock and /run/docker/netns.
+mount -n --bind "$dir/run" /run
+ln -sfn /dev/shm /run/shm
+mkdir -p /run/lock /run/docker/netns
+
+# Own /etc/docker (engine ID, daemon.json).
+keyopt=()
+cfg="$dir/etc/daemon.json"
+if [[ -d /etc/docker ]]; then
+  mount -n --bind "$dir/etc" /etc/docker
+  cfg=/etc/docker/daemon.json
+else
+  keyopt=(--deprecated-key-path "$dir/etc/key.json")
+fi
+
+# Own /var/lib/docker on tmpfs, below an overlay of /var/lib (libnetwork hard-codes
+# /var/lib/docker/network/files, so the data root must really be /var/lib/docker).
+mkdir -p "$dir/varlib/upper" "$dir/varlib/work"
+mount -n -t overlay fnp-varlib -o "lowerdir=/var/lib,upperdir=$dir/varlib/upper,workdir=$dir/varlib/work" /var/lib
+mkdir -p /var/lib/docker
+mount -n -t tmpfs -o mode=0711,size=8g fnp-lib /var/lib/docker
+
+# Shared propagation as on a systemd host, so netns files Docker mounts later reach the plugin
+# through its rslave mount of /run/docker/netns.
+mount -n --make-rshared /
+
+exec dockerd --data-root /var/lib/docker --exec-root /run/docker --pidfile /run/docker.pid \
+  -H unix:///run/docker.sock --config-file "$cfg" "${keyopt[@]}" \
+  --swarm-default-advertise-addr "$ip" --log-level "${FNP_LAB_LOGLEVEL:-info}"
