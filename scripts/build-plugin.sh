@@ -21,8 +21,8 @@ SUITE=bookworm
 MIRROR="${FNP_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 SECURITY="${FNP_DEBIAN_SECURITY:-http://deb.debian.org/debian-security}"
 # What the planes execute (Kernel, DnsNat, Conntrack) or load (libnftables via JNA).
-# libstdc++6: libjvm.so. (java.desktop's AWT libraries are never loaded, so their X11 deps are left out.)
-PACKAGES=(iproute2 nftables libnftables1 iptables conntrack util-linux procps ca-certificates libstdc++6)
+# libstdc++6: libjvm.so; mount: the entrypoint's remount of /proc/sys. (java.desktop's AWT libraries are never loaded, so their X11 deps are left out.)
+PACKAGES=(iproute2 nftables libnftables1 iptables conntrack util-linux procps ca-certificates libstdc++6 mount)
 # Modules jdeps misses because they are reached by service lookup (TLS to etcd with EC keys).
 EXTRA_MODULES=(jdk.crypto.ec jdk.naming.dns)
 JAR="$ROOT/verticles/target/flannel-np.jar"
@@ -106,6 +106,7 @@ cp -a "$JRE/jre" "$R/opt/flannel-np/jre"
 cp -p "$JAR" "$R/opt/flannel-np/flannel-np.jar"
 touch "$R/etc/hosts" "$R/etc/resolv.conf"
 cp "$ROOT/plugin-bundle/config.json" "$DIR/config.json"
+install -m 0755 "$ROOT/plugin-bundle/entrypoint.sh" "$R/opt/flannel-np/entrypoint.sh"
 
 # ---- 5. CDS training run -----------------------------------------------------------------------
 # The daemon runs inside the rootfs (chroot) in throwaway net, mount and PID namespaces, so
