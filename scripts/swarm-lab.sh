@@ -79,7 +79,9 @@ snapshot() {
     echo "## mounts"
     awk '{print $5, $(NF-2)}' /proc/self/mountinfo | grep -vE '^/run/netns/' | sort
     awk '{print $5}' /proc/self/mountinfo | grep -E "^/run/netns/($PREFIX[0-9]+|$INFRA)$" | sort
-    echo "## cgroups"; find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d 2>/dev/null | grep -vE 'process_api' | sort
+    # Only our own cgroups: other labs on this machine add and remove theirs at any time. The
+    # plugins' cgroups (/<plugin-id>) are checked by ID in `down`.
+    echo "## cgroups"; find /sys/fs/cgroup -mindepth 2 -maxdepth 2 -type d -name "$PREFIX" 2>/dev/null | sort
     for d in /run/docker /run/docker/plugins /run/containerd /etc/docker /var/lib/docker /var/lib/containerd; do
       echo "## ls $d"; ls -A "$d" 2>/dev/null | sort || true
     done
@@ -231,6 +233,11 @@ cmd_down() {
   for i in "${idx[@]+"${idx[@]}"}"; do
     for id in $(cat "$(node_dir "$i")/plugin-ids" 2>/dev/null); do
       for d in /sys/fs/cgroup/*/"$id"; do [[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null; done
+    done
+  done
+  for i in "${idx[@]+"${idx[@]}"}"; do
+    for id in $(cat "$(node_dir "$i")/plugin-ids" 2>/dev/null); do
+      ls -d /sys/fs/cgroup/*/"$id" >/dev/null 2>&1 && { log "down: cgroup of plugin $id is left"; rc=1; }
     done
   done
   if [[ -s "$STATE/baseline.txt" ]]; then
