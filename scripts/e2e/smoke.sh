@@ -50,19 +50,27 @@ for i in 1 2 3; do
 done
 pass "plugin $P enabled on 3 nodes"
 
-# ---- SIGTERM as PID 1, and enable→socket on a quiet node --------------------------------------
+# ---- SIGTERM as PID 1, and enable→socket on one node ---------------------------------------------
+# Three disable/enable cycles on node 3; the median enable→socket time must be within the limit
+# (single cycles vary with the machine's load: containerd and runc start the plugin first).
 state=/tmp/fnp-lab
-t0=$(date +%s%N); dk 3 plugin disable "$P" >/dev/null; ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-(( ms < 5000 )) || fail "plugin disable took ${ms} ms: SIGTERM not handled (Docker waits 10 s, then SIGKILL)"
-grep -q 'flannel-np stopped' "$state/n3/dockerd.log" || fail "no orderly stop in node 3's log after disable"
-pass "plugin disable (SIGTERM to PID 1) stopped the daemon in order in ${ms} ms"
 id=$(dk 3 plugin inspect -f '{{.Id}}' "$P")
 sock="$state/n3/run/docker/plugins/$id/flannel-np.sock"
-t0=$(date +%s%N); dk 3 plugin enable "$P" >/dev/null & en=$!
-while [[ ! -S "$sock" ]] && (( ($(date +%s%N) - t0) < 15000000000 )); do sleep 0.02; done
-ms=$(( ($(date +%s%N) - t0) / 1000000 )); wait "$en" || fail "plugin enable failed on node 3"
-(( ms <= SOCKET_MAX_MS )) || fail "plugin socket after ${ms} ms (limit ${SOCKET_MAX_MS} ms)"
-pass "plugin enable → socket in ${ms} ms"
+times=()
+for cycle in 1 2 3; do
+  stops=$(grep -c 'flannel-np stopped' "$state/n3/dockerd.log" || true)
+  t0=$(date +%s%N); dk 3 plugin disable "$P" >/dev/null; ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  (( ms < 5000 )) || fail "plugin disable took ${ms} ms: SIGTERM not handled (Docker waits 10 s, then SIGKILL)"
+  (( $(grep -c 'flannel-np stopped' "$state/n3/dockerd.log") > stops )) || fail "no orderly stop in node 3's log after disable"
+  t0=$(date +%s%N); dk 3 plugin enable "$P" >/dev/null & en=$!
+  while [[ ! -S "$sock" ]] && (( ($(date +%s%N) - t0) < 15000000000 )); do sleep 0.02; done
+  times+=($(( ($(date +%s%N) - t0) / 1000000 ))); wait "$en" || fail "plugin enable failed on node 3"
+  [[ -S "$sock" ]] || fail "no plugin socket 15 s after enable"
+done
+pass "plugin disable (SIGTERM to PID 1) stops the daemon in order, last in ${ms} ms"
+median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n 2p)
+(( median <= SOCKET_MAX_MS )) || fail "plugin enable → socket: median ${median} ms of ${times[*]} ms (limit ${SOCKET_MAX_MS} ms)"
+pass "plugin enable → socket: ${times[*]} ms (median ${median} ms)"
 
 # ---- networks ---------------------------------------------------------------------------------
 # A swarm network is allocated asynchronously: `network create` succeeds even when our IPAM
