@@ -59,13 +59,14 @@ if [[ ! -s "$JAR" ]]; then
 fi
 
 # ---- 2. Debian base, cached by package list ----------------------------------------------------
-base_key=$(printf '%s\n' "$SUITE" "$MIRROR" "$SECURITY" "${PACKAGES[@]}" | sha256sum | cut -c1-16)
+base_key=$(printf '%s\n' "$SUITE" "$MIRROR" "$SECURITY" merged-usr-hook "${PACKAGES[@]}" | sha256sum | cut -c1-16)
 BASE="$CACHE/debian-$base_key"
 if [[ ! -f "$BASE/.complete" ]]; then
   log "mmdebstrap $SUITE (${PACKAGES[*]}) into $BASE"
   rm -rf "$BASE" "$BASE.tmp"
   inc=$(IFS=,; echo "${PACKAGES[*]}")
-  mmdebstrap --variant=essential --include="$inc" \
+  # The merged-usr hook lays out /usr itself; otherwise the usrmerge package pulls in full perl.
+  mmdebstrap --variant=essential --include="$inc" --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
     "$SUITE" "$BASE.tmp" \

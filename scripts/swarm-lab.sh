@@ -100,7 +100,8 @@ cmd_up() {
   mkdir -p "$STATE" "$DOCKER_CONFIG"
   echo "$N" >"$STATE/nodes"
   snapshot >"$STATE/baseline.txt"
-  trap 'log "up failed: tearing down"; cmd_down || true' ERR
+  # Any failure below (a command, a die, Ctrl-C) tears down what exists so far.
+  trap 'log "up failed: tearing down"; cmd_down || true' EXIT
 
   ip netns add "$INFRA"
   ip -n "$INFRA" link set lo up
@@ -174,7 +175,7 @@ EOF
   for ((i = 2; i <= N; i++)); do ( dk "$i" load -q -i "$img/image.tar" >/dev/null ) & pids+=($!); done
   for p in "${pids[@]+"${pids[@]}"}"; do wait "$p"; done
   rm -rf "$img/rootfs" "$img/rootfs.tar"
-  trap - ERR
+  trap - EXIT
   log "up: $N nodes Ready, etcd $ETCD, image $IMAGE, in $((SECONDS - t0))s"
 }
 
