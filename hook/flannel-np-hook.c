@@ -10,7 +10,13 @@
  * It must never stop a container: every path exits 0. Without the daemon's socket it returns at
  * once; a daemon that does not answer is given up after --timeout-ms (default 2000).
  *
- * Usage: flannel-np-hook [--socket PATH] [--timeout-ms N]   (OCI state JSON on stdin)
+ * Where the socket is: the managed plugin creates it next to its plugin socket, in the runtime
+ * directory Docker gives every managed plugin (host /run/docker/plugins/<plugin id>/, mounted at
+ * /run/docker/plugins inside it). The plugin id is not known here, so --socket is a glob pattern;
+ * the sockets it matches are tried in order until one accepts (a stale one, left by a killed
+ * daemon or an old plugin, refuses at once).
+ *
+ * Usage: flannel-np-hook [--socket PATTERN] [--timeout-ms N]   (OCI state JSON on stdin)
  * Protocol (one line each way, on a unix stream socket):
  *   -> {"id":"<container id>","netns":{"dev":<st_dev>,"ino":<st_ino>}}
  *   <- {"ok":true|false,"status":"...","detail":"..."}
@@ -18,6 +24,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +37,7 @@
 
 #include "json.h"
 
-#define DEFAULT_SOCKET "/run/flannel-np/hook.sock"
+#define DEFAULT_SOCKET "/run/docker/plugins/*/flannel-np-hook.sock"
 #define DEFAULT_TIMEOUT_MS 2000
 #define MAX_STATE (1 << 20)
 
@@ -102,26 +109,44 @@ int main(int argc, char **argv) {
   char id[129];
   container_id(state, n, id, sizeof id);
 
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  if (strlen(path) >= sizeof sa.sun_path) give_up("socket path too long", path);
-  strcpy(sa.sun_path, path);
-  struct stat st;
-  if (stat(path, &st) != 0) return 0; /* flannel-np not running (or not on this host): nothing to wait for */
+  glob_t g;
+  if (glob(path, GLOB_NOSORT, NULL, &g) != 0 || g.gl_pathc == 0) return 0; /* flannel-np not running here */
 
   struct stat ns;
   if (stat("/proc/self/ns/net", &ns) != 0) give_up("cannot stat /proc/self/ns/net", strerror(errno));
 
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) give_up("socket", strerror(errno));
-  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-    if (errno != EAGAIN && errno != EINPROGRESS) give_up(path, strerror(errno));
-    struct pollfd p = {.fd = fd, .events = POLLOUT};
-    if (poll(&p, 1, left(deadline)) <= 0) give_up("no connection in time", path);
+  int fd = -1;
+  char why[600] = "";
+  for (size_t i = 0; i < g.gl_pathc && fd < 0; i++) {
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(g.gl_pathv[i]) >= sizeof sa.sun_path) {
+      snprintf(why, sizeof why, "%s: path too long", g.gl_pathv[i]);
+      continue;
+    }
+    strcpy(sa.sun_path, g.gl_pathv[i]);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) give_up("socket", strerror(errno));
     int err = 0;
-    socklen_t l = sizeof err;
-    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l);
-    if (err) give_up(path, strerror(err));
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+      err = errno;
+      if (err == EAGAIN || err == EINPROGRESS) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        if (poll(&p, 1, left(deadline)) <= 0) {
+          err = ETIMEDOUT;
+        } else {
+          socklen_t l = sizeof err;
+          getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l);
+        }
+      }
+    }
+    if (err) {
+      snprintf(why, sizeof why, "%s: %s", g.gl_pathv[i], strerror(err));
+      close(fd);
+      fd = -1;
+    }
   }
+  globfree(&g);
+  if (fd < 0) give_up("cannot reach flannel-np", why);
 
   char req[512];
   int len = snprintf(req, sizeof req, "{\"id\":\"%s\",\"netns\":{\"dev\":%llu,\"ino\":%llu}}\n", id,
@@ -144,7 +169,7 @@ int main(int argc, char **argv) {
     struct pollfd p = {.fd = fd, .events = POLLIN};
     int pr = poll(&p, 1, left(deadline));
     if (pr < 0 && errno == EINTR) continue;
-    if (pr == 0) give_up("no answer from flannel-np in time", path);
+    if (pr == 0) give_up("no answer from flannel-np in time", NULL);
     ssize_t r = recv(fd, reply + got, sizeof reply - 1 - got, 0);
     if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     if (r <= 0) give_up("flannel-np closed the connection without an answer", NULL);

@@ -110,16 +110,18 @@ dk version --format 'dockerd {{.Server.Version}}' >&2 || die "dockerd did not st
 start_fnp() {
   nsenter --target "$DPID" --mount --net -- env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
     ETCD_ENDPOINTS=http://127.0.0.1:2379 AVAILABLE_SUBNETS=10.77.0.0/16 IS_HOOK_AVAILABLE=true NODE_NAME=fnh-n1 DEFAULT_FLANNEL_OPTIONS=-iface=fnh-eth0 \
-    PLUGIN_SOCKET=/run/flannel-np/api.sock \
+    PLUGIN_SOCKET=/run/docker/plugins/fnhplugin/flannel-np.sock \
     java -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -jar "$JAR" >>"$W/fnp.log" 2>&1 &
   FPID=$!
-  for _ in $(seq 100); do [[ -S "$W/node/run/flannel-np/hook.sock" ]] && return; sleep 0.2; done
+  for _ in $(seq 100); do [[ -S "$W/node/run/docker/plugins/fnhplugin/flannel-np-hook.sock" ]] && return; sleep 0.2; done
   die "flannel-np did not open its hook socket: $(tail -5 "$W/fnp.log")"
 }
+# the daemon's sockets where a managed plugin's are: its own directory under /run/docker/plugins
+# (there <id>/), so the hook finds flannel-np-hook.sock with its default pattern, as installed
 start_fnp
 # legacy plugins get local-scope networks only (see scope-proxy.py): Docker talks to the proxy
 nsenter --target "$DPID" --mount --net -- python3 "$ROOT/hook/test/scope-proxy.py" \
-  /run/docker/plugins/flannel-np.sock /run/flannel-np/api.sock >"$W/proxy.log" 2>&1 &
+  /run/docker/plugins/flannel-np.sock /run/docker/plugins/fnhplugin/flannel-np.sock >"$W/proxy.log" 2>&1 &
 PPID_=$!
 for _ in $(seq 50); do [[ -S "$W/node/run/docker/plugins/flannel-np.sock" ]] && break; sleep 0.1; done
 
@@ -135,7 +137,7 @@ dk import --change 'ENV PATH=/bin' "$W/rootfs.tar" fnh-busybox >/dev/null
 # subnet in etcd) is done here directly; this node then acts as a worker that gets its first
 # container on the network: local pool, CreateNetwork, CreateEndpoint, Join.
 FID="$(cat /proc/sys/kernel/random/uuid)"
-curl -sf --unix-socket "$W/node/run/flannel-np/api.sock" -X POST http://plugin/IpamDriver.RequestPool \
+curl -sf --unix-socket "$W/node/run/docker/plugins/fnhplugin/flannel-np.sock" -X POST http://plugin/IpamDriver.RequestPool \
   -d "{\"AddressSpace\":\"FlannelGlobal\",\"Pool\":\"\",\"SubPool\":\"\",\"Options\":{\"flannel-id\":\"$FID\"},\"V6\":false}" \
   >/dev/null || die "RequestPool in the global space failed"
 dk network create -d flannel-np --ipam-driver flannel-np --ipam-opt "flannel-id=$FID" fnhnet >/dev/null

@@ -146,7 +146,7 @@ public final class DnsVerticle extends ReconcilerVerticle {
   /** The daemon's constructor: node name, DNS_DOCKER_COMPATIBILITY_MODE and DNS_TTL from the config. */
   public DnsVerticle(Config config, EtcdSchema schema) {
     this(config.nodeName(), config.dnsDockerCompatibilityMode(), config.dnsTtl(), schema, DnsListener.Options.DEFAULTS,
-        config.hookAvailable() ? HookServer.DEFAULT_SOCKET : null);
+        config.hookAvailable() ? Path.of(config.pluginSocket()).resolveSibling(HookServer.SOCKET_NAME).toString() : null);
   }
 
   /**

@@ -30,8 +30,16 @@ import java.util.logging.Logger;
  */
 final class HookServer {
   private static final Logger LOG = Logger.getLogger(HookServer.class.getName());
-  /** Where the hook looks by default: host /run/flannel-np, mounted at the same path in the plugin. */
-  static final String DEFAULT_SOCKET = "/run/flannel-np/hook.sock";
+  /**
+   * The socket's name, next to the plugin socket: in a managed plugin that directory is the
+   * plugin's own runtime directory, host /run/docker/plugins/&lt;plugin id&gt;/ (Docker mounts it at
+   * /run/docker/plugins in every managed plugin), so no extra mount or host directory is needed
+   * and the hook finds it with the pattern /run/docker/plugins/&#42;/flannel-np-hook.sock. Docker's
+   * own plugin scan looks there only for &lt;id&gt;/&lt;id&gt;.sock, so it never mistakes it for a plugin.
+   * (Run outside a managed plugin with PLUGIN_SOCKET directly in /run/docker/plugins, the scan
+   * would see it: give such a daemon a PLUGIN_SOCKET in a directory of its own.)
+   */
+  static final String SOCKET_NAME = "flannel-np-hook.sock";
   /** One request line is under 200 bytes; anything longer is not the hook. */
   static final int MAX_LINE = 4096;
   /** Concurrent container creations beyond this are answered "busy" at once (they start anyway). */

@@ -136,6 +136,30 @@ class HookProgramTest {
   }
 
   @Test
+  void triesEveryMatchOfItsPatternUntilOneAccepts() throws Exception {
+    // as on a host: /run/docker/plugins/<id>/ of an old plugin with a stale socket, and the live one
+    Path stale = Files.createDirectories(dir.resolve("aaa")).resolve(HookServer.SOCKET_NAME);
+    Path live = Files.createDirectories(dir.resolve("bbb")).resolve(HookServer.SOCKET_NAME);
+    try (ServerSocketChannel old = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
+        ServerSocketChannel server = ServerSocketChannel.open(StandardProtocolFamily.UNIX)) {
+      old.bind(UnixDomainSocketAddress.of(stale));
+      old.close();
+      server.bind(UnixDomainSocketAddress.of(live));
+      CompletableFuture<String> got = serveOnce(server, 0, "{\"ok\":true,\"status\":\"injected\",\"detail\":\"\"}\n");
+      HookBinaries.Result r = HookBinaries.run(List.of(HookBinaries.hook().toString(), "--socket",
+          dir + "/*/" + HookServer.SOCKET_NAME), STATE, 10_000);
+      assertThat(r.exit()).isZero();
+      assertThat(r.err()).isEmpty();
+      assertThat(got.get(5, TimeUnit.SECONDS)).contains(ID);
+    } finally {
+      Files.deleteIfExists(stale);
+      Files.deleteIfExists(live);
+      Files.deleteIfExists(stale.getParent());
+      Files.deleteIfExists(live.getParent());
+    }
+  }
+
+  @Test
   void badArgumentsAreNamedAndStillExitZero() {
     HookBinaries.Result r = HookBinaries.run(List.of(HookBinaries.hook().toString(), "--socket", socket.toString(),
         "--timeout-ms", "soon", "--colour"), STATE, 10_000);
