@@ -112,6 +112,9 @@ class RuntimeWrapperTest {
 
     // Docker >= 28 writes no hooks at all; empty objects and lists are handled too
     for (String spec : List.of("{\"ociVersion\":\"1.2.0\",\"process\":{\"args\":[\"sh\"]}}", "{}", "{\"hooks\":{}}",
+        // "hooks" inside strings and nested objects is not the spec's hooks
+        "{\"process\":{\"env\":[\"X={\\\"hooks\\\":{}}\",\"Y=\\u0022\"]},\"annotations\":{\"hooks\":\"x\"}}",
+        "{\"annotations\":{\"hooks\":{\"createContainer\":[]}},\"hooks\":{\"prestart\":[{\"path\":\"/p\"}]}}",
         "{\"hooks\":{\"createContainer\":[]}}", " {\n \"hooks\" : { \"createContainer\" : [ ] } }\n")) {
       Files.writeString(bundle.resolve("config.json"), spec);
       assertThat(wrap("create", "--bundle=" + bundle, "id").exit()).isZero();
