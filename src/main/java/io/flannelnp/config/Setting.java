@@ -20,7 +20,7 @@ public enum Setting {
   SUBNET_LEASE_TTL("86400", "Seconds a node's Flannel subnet lease lives without renewal (Flannel: 24 h)."),
   DNS_DOCKER_COMPATIBILITY_MODE("true", "true: Docker's first-network-wins answer order; false: merge all networks."),
   DNS_TTL("600", "TTL in seconds of the DNS answers flannel-np gives (Docker uses 600)."),
-  IS_HOOK_AVAILABLE("false", "true when the OCI createContainer hook (hook/) is installed on the host."),
+  IS_HOOK_AVAILABLE("false", "true when the OCI createContainer hook (hook/) is installed on the host: each new container then waits (at most ~2 s) until flannel-np's resolver serves it (handshake socket flannel-np-hook.sock beside PLUGIN_SOCKET)."),
   PLUGIN_SOCKET("/run/docker/plugins/flannel-np.sock", "Unix socket the Docker plugin API listens on."),
   DOCKER_SOCKET("/run/docker.sock", "Unix socket of the Docker Engine API."),
   NODE_NAME("", "Name of this node in logs and etcd records; default: the host name."),

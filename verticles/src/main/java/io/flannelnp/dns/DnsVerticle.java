@@ -65,8 +65,10 @@ import java.util.logging.Logger;
  * there (Docker 20.10 mounts it only during {@code runc create}, and brings its loopback up a
  * moment later), injection waits, polling every 20 ms, for up to 30 s; InjectDns is then
  * answered at once ("waiting ..."), else when the listener serves. Nothing holds the container
- * until then: without the OCI hook (IS_HOOK_AVAILABLE, not built yet) its first queries may
- * still reach Docker's resolver.
+ * until then, so without the OCI hook its first queries may still reach Docker's resolver. With
+ * IS_HOOK_AVAILABLE=true the plane serves the hook's handshake ({@link HookServer}): runc holds
+ * each new container in its createContainer hook until the listener serves its namespace (or,
+ * for a namespace that is not ours, not at all).
  *
  * <p><b>Scope.</b> A container resolves in the networks it is attached to: its container record's
  * networks (ordinary overlays included) and the networks of its endpoints.
@@ -87,12 +89,18 @@ public final class DnsVerticle extends ReconcilerVerticle {
   static final Duration NOT_WAITING = Duration.ofSeconds(2);
   /** How long a sandbox of the records whose namespace never appeared is left alone. */
   static final Duration WAIT_BACKOFF = Duration.ofMinutes(5);
+  /** How long a hook's request is worked on at most (the hook itself gives up after ~2 s). */
+  static final Duration HOOK_WAIT = Duration.ofSeconds(10);
 
   private final String nodeName;
   private final boolean compat;
   private final int ttl;
   private final EtcdSchema schema;
   private final DnsListener.Options options;
+  /** The hook handshake socket, or null without IS_HOOK_AVAILABLE. */
+  private final String hookSocket;
+  private HookServer hookServer;
+  private long ownNsDev;
 
   private final Map<String, Entry> entries = new java.util.concurrent.ConcurrentHashMap<>();
   /** The last operation (inject, eject) per sandbox key: operations on one sandbox never overlap. */
@@ -116,6 +124,8 @@ public final class DnsVerticle extends ReconcilerVerticle {
     volatile DnsListener listener;
     volatile String state = "new";
     volatile String error = "";
+    /** While waiting for the namespace to appear: polls at once (a hook says it is there). */
+    Runnable wake;
 
     Entry(String key) {
       this.key = key;
@@ -135,7 +145,8 @@ public final class DnsVerticle extends ReconcilerVerticle {
 
   /** The daemon's constructor: node name, DNS_DOCKER_COMPATIBILITY_MODE and DNS_TTL from the config. */
   public DnsVerticle(Config config, EtcdSchema schema) {
-    this(config.nodeName(), config.dnsDockerCompatibilityMode(), config.dnsTtl(), schema, DnsListener.Options.DEFAULTS);
+    this(config.nodeName(), config.dnsDockerCompatibilityMode(), config.dnsTtl(), schema, DnsListener.Options.DEFAULTS,
+        config.hookAvailable() ? Path.of(config.pluginSocket()).resolveSibling(HookServer.SOCKET_NAME).toString() : null);
   }
 
   /**
@@ -150,6 +161,12 @@ public final class DnsVerticle extends ReconcilerVerticle {
   }
 
   DnsVerticle(String nodeName, boolean compat, int ttl, EtcdSchema schema, DnsListener.Options options) {
+    this(nodeName, compat, ttl, schema, options, null);
+  }
+
+  DnsVerticle(String nodeName, boolean compat, int ttl, EtcdSchema schema, DnsListener.Options options,
+      String hookSocket) {
+    this.hookSocket = hookSocket;
     this.nodeName = nodeName;
     this.compat = compat;
     this.ttl = ttl;
@@ -194,12 +211,29 @@ public final class DnsVerticle extends ReconcilerVerticle {
     ((ThreadPoolExecutor) tools).allowCoreThreadTimeOut(true);
     vertx.eventBus().<InjectDns>consumer(Addresses.DNS_INJECT, this::onInject);
     vertx.eventBus().<EjectDns>consumer(Addresses.DNS_EJECT, this::onEject);
-    return Future.succeededFuture();
+    if (hookSocket == null) {
+      return Future.succeededFuture();
+    }
+    try {
+      ownNsDev = (Long) java.nio.file.Files.getAttribute(Path.of("/proc/thread-self/ns/net"), "unix:dev");
+    } catch (IOException e) {
+      return Future.failedFuture("cannot read /proc/thread-self/ns/net: " + e.getMessage());
+    }
+    hookServer = new HookServer(vertx, hookSocket, this::onHook);
+    // without the socket the hook lets containers start at once: DNS as without the hook
+    return hookServer.start().recover(err -> {
+      LOG.severe("IS_HOOK_AVAILABLE=true but the hook socket cannot listen, containers start without waiting for DNS: "
+          + err.getMessage());
+      return Future.succeededFuture();
+    });
   }
 
   @Override
   protected Future<?> stopPlane() {
     List<Future<Void>> all = new ArrayList<>();
+    if (hookServer != null) {
+      all.add(hookServer.stop()); // first: containers created from now on need not wait for us
+    }
     for (Entry e : List.copyOf(entries.values())) {
       all.add(eject(e, "the daemon stops"));
     }
@@ -377,7 +411,15 @@ public final class DnsVerticle extends ReconcilerVerticle {
       p.fail(key + (ino.isPresent() ? " is the daemon's own network namespace" : " is not a network namespace")
           + (deadline == 0 ? "" : " after " + options.netnsWait().toSeconds() + " s"));
     } else {
-      vertx.setTimer(options.netnsPoll().toMillis(), t -> poll(e, deadline, p));
+      long timer = vertx.setTimer(options.netnsPoll().toMillis(), t -> {
+        e.wake = null;
+        poll(e, deadline, p);
+      });
+      e.wake = () -> {
+        if (vertx.cancelTimer(timer)) {
+          poll(e, deadline, p);
+        }
+      };
     }
   }
 
@@ -478,6 +520,88 @@ public final class DnsVerticle extends ReconcilerVerticle {
 
   private <T> Future<T> fromCf(CompletableFuture<T> cf) {
     return Future.fromCompletionStage(cf, context);
+  }
+
+  // ---- OCI hook ---------------------------------------------------------------------------------
+
+  /** A hook's container is being created in the namespace it names: answer once we serve it. */
+  private Future<HookServer.Reply> onHook(HookServer.Request r) {
+    if (r.dev() != ownNsDev) {
+      return Future.succeededFuture(new HookServer.Reply(true, "not-ours",
+          "namespace device " + r.dev() + " is not this host's (" + ownNsDev + ")"));
+    }
+    long t0 = System.nanoTime();
+    return hookCheck(r, t0 + HOOK_WAIT.toNanos(), null).onSuccess(reply -> {
+      if (!"not-ours".equals(reply.status())) {
+        String id = r.containerId().length() > 12 ? r.containerId().substring(0, 12) : r.containerId();
+        LOG.log(reply.ok() ? Level.INFO : Level.WARNING, "OCI hook of container " + id + ": " + reply.status()
+            + " after " + (System.nanoTime() - t0) / 1_000_000 + " ms (" + reply.detail() + ")");
+      }
+    });
+  }
+
+  private Future<HookServer.Reply> hookCheck(HookServer.Request r, long deadline, Entry last) {
+    Entry e = hookEntry(r, last == null);
+    if (e == null) {
+      return Future.succeededFuture(last == null
+          ? new HookServer.Reply(true, "not-ours", "network namespace " + r.ino() + " is no sandbox of flannel-np's networks")
+          : new HookServer.Reply(false, "failed", "DNS injection into " + last.key + " failed: " + last.error));
+    }
+    if (e.listener != null && e.listener.inode() == r.ino()) {
+      return Future.succeededFuture(new HookServer.Reply(true, "injected", "flannel-np's resolver serves " + e.key
+          + " (udp " + e.listener.udpPort() + ", tcp " + e.listener.tcpPort() + ")"));
+    }
+    if (System.nanoTime() >= deadline) {
+      return Future.succeededFuture(new HookServer.Reply(false, "timeout", "DNS injection into " + e.key + " still "
+          + e.state + " after " + HOOK_WAIT.toSeconds() + " s"));
+    }
+    Runnable wake = e.wake;
+    if (wake != null) {
+      e.wake = null;
+      wake.run(); // the namespace is there now: no need to wait for the next poll
+    }
+    Future<Void> op = ops.get(e.key);
+    if (op == null) {
+      op = inject(e, false).otherwiseEmpty();
+    }
+    Promise<Void> next = Promise.promise();
+    op.onComplete(x -> next.tryComplete());
+    long t = vertx.setTimer(50, x -> next.tryComplete()); // operations may chain: look again soon
+    return next.future().compose(v -> {
+      vertx.cancelTimer(t);
+      return hookCheck(r, deadline, e);
+    });
+  }
+
+  /**
+   * The sandbox that is the hook's namespace: an entry whose listener or path is that namespace,
+   * else (when {@code start}) a sandbox of this node's records, which gets an entry now.
+   */
+  private Entry hookEntry(HookServer.Request r, boolean start) {
+    for (Entry e : entries.values()) {
+      if (e.listener != null && e.listener.inode() == r.ino()) {
+        return e;
+      }
+    }
+    for (Entry e : entries.values()) {
+      OptionalLong ino = Namespaces.netnsInode(Path.of(e.key));
+      if (ino.isPresent() && ino.getAsLong() == r.ino()) {
+        return e;
+      }
+    }
+    if (!start) {
+      return null;
+    }
+    for (String key : records.networksByKey().keySet()) {
+      OptionalLong ino = Namespaces.netnsInode(Path.of(key));
+      if (ino.isPresent() && ino.getAsLong() == r.ino() && !tombs.containsKey(key)) {
+        Entry e = new Entry(key);
+        entries.put(key, e);
+        updateView(e);
+        return e;
+      }
+    }
+    return null;
   }
 
   // ---- reconcile --------------------------------------------------------------------------------
