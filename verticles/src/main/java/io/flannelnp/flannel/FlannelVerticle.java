@@ -425,6 +425,11 @@ public final class FlannelVerticle extends ReconcilerVerticle {
     if (!periodic && want.equals(nftVerified)) {
       return "nft unchanged";
     }
+    // Docker's FORWARD DROP: checked when the networks change and on every periodic pass (an
+    // operator may flush DOCKER-USER; dockerd may start after us); two `iptables -C` when in place.
+    if (kernel.dockerUserAccept(!want.absent())) {
+      LOG.info("DOCKER-USER: flannel.* ACCEPT rules " + (want.absent() ? "removed" : "added"));
+    }
     Isolation.Model have;
     try {
       have = Isolation.actual(kernel.nftJson(Isolation.listArgs()));

@@ -187,6 +187,45 @@ public final class Kernel {
     return new Applied("sysctl", text.toString(), r.micros);
   }
 
+  /**
+   * Docker sets the filter FORWARD policy to DROP and sends forwarded packets through its
+   * DOCKER-USER chain first; an accept in our own nft table cannot override an iptables drop.
+   * Keeps (present) or removes one ACCEPT rule each for packets into and out of flannel.*
+   * devices there; isolation has already dropped cross-network traffic at priority filter - 5.
+   * Returns false, changing nothing, when there is no DOCKER-USER chain (no dockerd, or one with
+   * iptables off); true when it changed a rule.
+   */
+  public boolean dockerUserAccept(boolean present) throws KernelException {
+    List<String> base = new ArrayList<>();
+    netns.ifPresent(n -> base.addAll(List.of("ip", "netns", "exec", n)));
+    base.addAll(List.of("iptables", "-w", "5"));
+    List<String> list = new ArrayList<>(base);
+    list.addAll(List.of("-S", "DOCKER-USER"));
+    if (run("iptables", list, "").exit != 0) {
+      return false;
+    }
+    boolean changed = false;
+    for (String dir : List.of("-i", "-o")) {
+      List<String> rule = List.of("DOCKER-USER", dir, "flannel.+", "-m", "comment", "--comment", "flannel-np",
+          "-j", "ACCEPT");
+      List<String> check = new ArrayList<>(base);
+      check.add("-C");
+      check.addAll(rule);
+      if ((run("iptables", check, "").exit == 0) != present) {
+        List<String> edit = new ArrayList<>(base);
+        edit.add(present ? "-I" : "-D");
+        edit.addAll(rule);
+        Result r = run("iptables", edit, "");
+        if (r.exit != 0) {
+          String text = String.join(" ", edit.subList(edit.indexOf("iptables"), edit.size()));
+          throw failure("iptables", text, List.of(text), IP_FAILED_LINE, r);
+        }
+        changed = true;
+      }
+    }
+    return changed;
+  }
+
   private Applied batch(String tool, List<String> argv, List<String> lines, boolean force) throws KernelException {
     if (lines == null || lines.isEmpty()) {
       throw new IllegalArgumentException("empty " + tool + " batch");
@@ -329,7 +368,7 @@ public final class Kernel {
     if (exe == null) {
       throw new KernelException(tool, where(), String.join(" ", argv), 0, null,
           argv.get(0) + " not found on PATH or in " + TOOL_DIRS + " (install "
-              + ("nft".equals(argv.get(0)) ? "nftables" : "iproute2") + ")", -1, 0, true);
+              + ("nft".equals(argv.get(0)) ? "nftables" : "iptables".equals(argv.get(0)) ? "iptables" : "iproute2") + ")", -1, 0, true);
     }
     List<String> cmd = new ArrayList<>(argv);
     cmd.set(0, exe);
