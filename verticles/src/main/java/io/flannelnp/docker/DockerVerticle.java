@@ -187,7 +187,7 @@ public final class DockerVerticle extends VerticleBase {
         return resp.body().compose(b -> Future.failedFuture("GET " + uri + " answered " + resp.statusCode() + ": "
             + b.toString().strip()));
       }
-      return resp.body().map(Buffer::toJson);
+      return resp.body().map(Buffer::toJsonValue);
     });
   }
 
