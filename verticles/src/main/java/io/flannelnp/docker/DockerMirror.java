@@ -38,7 +38,14 @@ public final class DockerMirror {
     return "swarm".equals(net.getString("Scope")) && !net.getBoolean("Ingress", false);
   }
 
-  /** One entry of {@code GET /networks} → its record, or null if it is not mirrored. */
+  /** Docker's own drivers: a network of theirs is never flannel-np's, whatever its options say. */
+  static final Set<String> BUILTIN_DRIVERS = Set.of("overlay", "bridge", "macvlan", "ipvlan", "host", "null");
+
+  /**
+   * One entry of {@code GET /networks} → its record, or null if it is not mirrored. A network is
+   * flannel-np's when a plugin driver (the plugin's install name is the user's choice, e.g.
+   * {@code flannel-np:latest}) carries the {@code flannel-id} IPAM option our IPAM requires.
+   */
   static DockerNetwork network(JsonObject net) {
     if (!mirrored(net)) {
       return null;
@@ -47,6 +54,9 @@ public final class DockerMirror {
     String fid = str(obj(ipam, "Options"), FLANNEL_ID);
     if (fid.isEmpty()) {
       fid = str(obj(net, "Options"), FLANNEL_ID); // AllocateNetwork echoes the options back
+    }
+    if (BUILTIN_DRIVERS.contains(str(net, "Driver"))) {
+      fid = "";
     }
     JsonArray configs = ipam.getJsonArray("Config", new JsonArray());
     String subnet = "";

@@ -19,7 +19,6 @@ import io.vertx.core.json.JsonObject;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
-import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
@@ -127,7 +126,8 @@ class DockerMirrorTest {
   @Test
   void mirrorsNetworksServicesAndContainersAndFollowsTheirChanges() {
     startMirror(dockerd.socket());
-    String net = network("fndnet");
+    // an ordinary overlay carrying our IPAM option is still not flannel-np's
+    String net = network("fndnet", "--ipam-opt", "flannel-id=fnd-not-ours");
     String web = service("web", "--replicas", "2", "--network", "name=fndnet,alias=webalias",
         "--stop-grace-period", "8s");
     String rr = service("rr", "--replicas", "1", "--endpoint-mode", "dnsrr", "--network", "fndnet",
@@ -211,65 +211,61 @@ class DockerMirrorTest {
 
   @Test
   void anEventStreamOutageLosesNothingAndADeadNodesContainersExpire() throws Exception {
-    SocketProxy proxy = null;
+    Vertx pv = Vertx.vertx();
+    SocketProxy proxy = new SocketProxy(pv, dockerd.dir().resolve("proxy.sock"), dockerd.socket());
     try {
-      Vertx pv = Vertx.vertx();
-      try {
-        proxy = new SocketProxy(pv, dockerd.dir().resolve("proxy.sock"), dockerd.socket());
-        startMirror(proxy.path());
-        String net = network("fndnet2");
-        String s2 = service("s2", "--replicas", "1", "--network", "fndnet2", "--stop-grace-period", "1s");
-        String c2 = container("c2", "--network", "fndnet2");
-        awaitModel("s2 and c2 mirrored", Duration.ofSeconds(60),
-            x -> x.services().containsKey(s2) && x.containers().size() == 2);
+      startMirror(proxy.path());
+      String net = network("fndnet2");
+      String s2 = service("s2", "--replicas", "1", "--network", "fndnet2", "--stop-grace-period", "1s");
+      String c2 = container("c2", "--network", "fndnet2");
+      awaitModel("s2 and c2 mirrored", Duration.ofSeconds(60),
+          x -> x.services().containsKey(s2) && x.containers().size() == 2);
 
-        // Docker changes while the verticle cannot see it
-        proxy.cut();
-        dockerd.docker("service", "rm", s2).ok();
-        services.remove(s2);
-        dockerd.docker("rm", "-f", c2).ok();
-        String c3 = container("c3", "--network", "fndnet2");
-        String s3 = service("s3", "--replicas", "1", "--endpoint-mode", "dnsrr", "--network", "fndnet2",
-            "--stop-grace-period", "1s");
-        eventually("s2's task gone and s3's running in Docker", Duration.ofSeconds(40), () ->
-            dockerd.docker("ps", "-q", "-f", "label=com.docker.swarm.service.id=" + s2).ok().out().isBlank()
-                && !dockerd.docker("ps", "-q", "-f", "label=com.docker.swarm.service.id=" + s3).ok().out().isBlank());
-        ClusterModel stale = model();
-        assertThat(stale.services()).as("nothing seen during the outage").containsKey(s2).doesNotContainKey(s3);
+      // Docker changes while the verticle cannot see it
+      proxy.cut();
+      dockerd.docker("service", "rm", s2).ok();
+      services.remove(s2);
+      dockerd.docker("rm", "-f", c2).ok();
+      String c3 = container("c3", "--network", "fndnet2");
+      String s3 = service("s3", "--replicas", "1", "--endpoint-mode", "dnsrr", "--network", "fndnet2",
+          "--stop-grace-period", "1s");
+      eventually("s2's task gone and s3's running in Docker", Duration.ofSeconds(40), () ->
+          dockerd.docker("ps", "-q", "-f", "label=com.docker.swarm.service.id=" + s2).ok().out().isBlank()
+              && !dockerd.docker("ps", "-q", "-f", "label=com.docker.swarm.service.id=" + s3).ok().out().isBlank());
+      ClusterModel stale = model();
+      assertThat(stale.services()).as("nothing seen during the outage").containsKey(s2).doesNotContainKey(s3);
 
-        proxy.restore();
-        ClusterModel m = awaitModel("the state after the outage", Duration.ofSeconds(30),
-            x -> !x.services().containsKey(s2) && x.services().containsKey(s3) && x.containers().size() == 2
-                && x.containers().stream().anyMatch(c -> c.containerId().equals(c3))
-                && x.containers().stream().anyMatch(c -> c.serviceId().equals(s3)));
-        assertThat(m.containers()).noneMatch(c -> c.containerId().equals(c2) || c.serviceId().equals(s2));
-        assertThat(m.networks()).containsKey(net);
+      proxy.restore();
+      ClusterModel m = awaitModel("the state after the outage", Duration.ofSeconds(30),
+          x -> !x.services().containsKey(s2) && x.services().containsKey(s3) && x.containers().size() == 2
+              && x.containers().stream().anyMatch(c -> c.containerId().equals(c3))
+              && x.containers().stream().anyMatch(c -> c.serviceId().equals(s3)));
+      assertThat(m.containers()).noneMatch(c -> c.containerId().equals(c2) || c.serviceId().equals(s2));
+      assertThat(m.networks()).containsKey(net);
 
-        // the node stops renewing its lease (the daemon is gone): its containers expire, the
-        // managers' network and service records stay
-        long t0 = System.nanoTime();
-        stopMirror();
-        assertThat(model().containers()).as("not revoked at stop").hasSize(2);
-        ClusterModel after = awaitModel("container records expired", Duration.ofSeconds(TTL + 10),
-            x -> x.containers().isEmpty());
-        assertThat(Duration.ofNanos(System.nanoTime() - t0)).isLessThan(Duration.ofSeconds(TTL + 5));
-        assertThat(after.services()).containsKey(s3);
-        assertThat(after.networks()).containsKey(net);
-      } finally {
-        if (proxy != null) {
-          proxy.close();
-        }
-        await(pv.close());
-      }
+      // the node stops renewing its lease (the daemon is gone): its containers expire, the
+      // managers' network and service records stay
+      long t0 = System.nanoTime();
+      stopMirror();
+      assertThat(model().containers()).as("not revoked at stop").hasSize(2);
+      ClusterModel after = awaitModel("container records expired", Duration.ofSeconds(TTL + 10),
+          x -> x.containers().isEmpty());
+      assertThat(Duration.ofNanos(System.nanoTime() - t0)).isLessThan(Duration.ofSeconds(TTL + 5));
+      assertThat(after.services()).containsKey(s3);
+      assertThat(after.networks()).containsKey(net);
     } finally {
-      proxy = null;
+      proxy.close();
+      await(pv.close());
     }
   }
 
   // ---- helpers ------------------------------------------------------------------------------
 
-  private String network(String name) {
-    String id = dockerd.docker("network", "create", "-d", "overlay", "--attachable", name).ok().out().strip();
+  private String network(String name, String... opts) {
+    List<String> argv = new ArrayList<>(List.of("network", "create", "-d", "overlay", "--attachable"));
+    argv.addAll(List.of(opts));
+    argv.add(name);
+    String id = dockerd.docker(argv.toArray(String[]::new)).ok().out().strip();
     networks.add(id);
     return id;
   }
