@@ -1,6 +1,7 @@
 package io.flannelnp.docker;
 
 import io.flannelnp.bus.Addresses;
+import io.flannelnp.bus.Observed.ReconcileReport;
 import io.flannelnp.config.Config;
 import io.flannelnp.docker.DockerMessage.DockerEvent;
 import io.flannelnp.docker.DockerMessage.DockerStatus;
@@ -84,6 +85,7 @@ public final class DockerVerticle extends VerticleBase {
   private boolean running;
   private boolean again;
   private boolean fromScratch = true;
+  private boolean periodicPending;
   private long passTimer = -1;
   private long periodic = -1;
   private long failBackoffMs = 500;
@@ -109,7 +111,10 @@ public final class DockerVerticle extends VerticleBase {
     // its own client: the stream holds a connection for its whole life
     streamClient = vertx.createHttpClient(new HttpClientOptions().setConnectTimeout(2000));
     connectEvents();
-    periodic = vertx.setPeriodic(RESYNC_MS, t -> wake(false));
+    periodic = vertx.setPeriodic(RESYNC_MS, t -> {
+      periodicPending = true;
+      wake(false);
+    });
     return Future.succeededFuture();
   }
 
@@ -328,6 +333,9 @@ public final class DockerVerticle extends VerticleBase {
     }
     running = true;
     again = false;
+    boolean periodicPass = periodicPending;
+    periodicPending = false;
+    long t0 = System.nanoTime();
     if (fromScratch) {
       inspectCache.clear();
       inspectFingerprint.clear();
@@ -336,6 +344,9 @@ public final class DockerVerticle extends VerticleBase {
     int[] conflicts = {0};
     reconcile(conflicts).onComplete(ar -> {
       running = false;
+      vertx.eventBus().publish(Addresses.RECONCILE_REPORT, new ReconcileReport("docker", etcd.lastRevision(),
+          ar.succeeded(), ar.succeeded() ? ar.result() + " record change(s), " + conflicts[0] + " conflict(s)"
+              : String.valueOf(ar.cause().getMessage()), (System.nanoTime() - t0) / 1000, periodicPass));
       if (ar.succeeded()) {
         failBackoffMs = 500;
         if (!lastFailure.isEmpty()) {
