@@ -175,6 +175,12 @@ class DockerMirrorTest {
       assertThat(c.networks().get(net).ip()).isEqualTo(ep.getString("IPAddress"));
       assertThat(c.networks().get(net).endpointId()).isEqualTo(ep.getString("EndpointID"));
       assertThat(c.networks().get(net).aliases()).doesNotContain(c.shortId());
+      if (!c.taskId().isEmpty()) {
+        // Swarm gives a task the leader's address as its endpoint IPAM config, where the mirror
+        // reads the placeholder from; Docker's own IPAM honours it, so there is none here
+        assertThat(ep.getJsonObject("IPAMConfig").getString("IPv4Address")).isEqualTo(ep.getString("IPAddress"));
+      }
+      assertThat(c.networks().get(net).placeholder()).isEmpty();
     }
     assertThat(m.containers()).filteredOn(c -> c.serviceId().equals(web)).hasSize(2)
         .allSatisfy(c -> assertThat(c.taskName()).startsWith("web."));
