@@ -390,14 +390,22 @@ public final class DockerVerticle extends VerticleBase {
     });
   }
 
+  /** {@code managerError}: why the manager's lists failed (networks and services then untouched). */
   private record DockerState(Map<String, DockerNetwork> networks, Map<String, ServiceRecord> services,
-      List<ContainerRecord> containers) {}
+      List<ContainerRecord> containers, Throwable managerError) {}
 
   private Future<DockerState> listDocker(boolean manager) {
     String v = "/v" + api;
     Future<JsonArray> nets = getArray(v + "/networks");
     Future<JsonArray> ctrs = getArray(v + "/containers/json");
-    Future<JsonArray> svcs = manager ? getArray(v + "/services") : Future.succeededFuture(new JsonArray());
+    // A manager without Raft quorum answers 503 to /services: its own containers must still be kept
+    // current, so that failure is carried to the end of the pass instead of stopping it.
+    Throwable[] managerError = {null};
+    Future<JsonArray> svcs = !manager ? Future.succeededFuture(new JsonArray())
+        : getArray(v + "/services").recover(e -> {
+          managerError[0] = e;
+          return Future.succeededFuture(new JsonArray());
+        });
     return Future.all(nets, ctrs, svcs).compose(x -> {
       Map<String, DockerNetwork> networks = DockerMirror.networks(nets.result());
       Set<String> netIds = networks.keySet();
@@ -429,7 +437,7 @@ public final class DockerVerticle extends VerticleBase {
           }
         }
         Map<String, ServiceRecord> services = manager ? DockerMirror.services(svcs.result(), networks) : Map.of();
-        return new DockerState(networks, services, records);
+        return new DockerState(networks, services, records, managerError[0]);
       });
     });
   }
@@ -476,14 +484,45 @@ public final class DockerVerticle extends VerticleBase {
     if (!manager) {
       return n;
     }
+    if (d.managerError() != null) {
+      return n.compose(a -> Future.failedFuture("listing services as a manager: " + d.managerError().getMessage()));
+    }
     Map<String, String> nets = new TreeMap<>();
     d.networks().forEach((id, r) -> nets.put(schema.dockerNetwork(id), r.toJson()));
     Map<String, String> svcs = new TreeMap<>();
     d.services().forEach((id, r) -> svcs.put(schema.dockerService(id), r.toJson()));
-    return n.compose(a -> etcd.list(schema.dockerNetworks()).compose(l ->
-            RecordSync.apply(etcd, RecordSync.diff(nets, l.kvs(), 0), 0, conflicts)).map(b -> a + b))
+    return n.compose(a -> etcd.list(schema.dockerNetworks())
+            .compose(l -> confirmGone(RecordSync.diff(nets, l.kvs(), 0)))
+            .compose(changes -> RecordSync.apply(etcd, changes, 0, conflicts)).map(b -> a + b))
         .compose(a -> etcd.list(schema.dockerServices()).compose(l ->
             RecordSync.apply(etcd, RecordSync.diff(svcs, l.kvs(), 0), 0, conflicts)).map(b -> a + b));
+  }
+
+  /**
+   * Drops the deletions of network records whose network Docker still answers for. A manager's
+   * network list silently leaves out the Swarm networks when its control API fails (no quorum), and
+   * such a list must not take every network out of every node's DNS.
+   */
+  private Future<List<RecordSync.Change>> confirmGone(List<RecordSync.Change> changes) {
+    List<Future<RecordSync.Change>> checked = new ArrayList<>();
+    for (RecordSync.Change c : changes) {
+      if (c.value() != null) {
+        checked.add(Future.succeededFuture(c));
+        continue;
+      }
+      String id = c.key().substring(schema.dockerNetworks().length());
+      checked.add(get("/v" + api + "/networks/" + URLEncoder.encode(id, StandardCharsets.UTF_8))
+          .map(o -> o == null ? c : null));
+    }
+    return Future.all(checked).map(x -> {
+      List<RecordSync.Change> out = new ArrayList<>();
+      checked.forEach(f -> {
+        if (f.result() != null) {
+          out.add(f.result());
+        }
+      });
+      return out;
+    });
   }
 
   // ---- the node's lease -------------------------------------------------------------------

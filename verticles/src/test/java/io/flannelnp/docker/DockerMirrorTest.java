@@ -213,6 +213,13 @@ class DockerMirrorTest {
         x -> x.containers().stream().noneMatch(c -> c.containerId().equals(c1)));
     assertThat(end.services()).containsOnlyKeys(web);
     assertThat(end.networks()).containsKey(net);
+
+    // network create / rm
+    String spare = network("fndspare");
+    awaitModel("fndspare mirrored", Duration.ofSeconds(20), x -> x.networks().containsKey(spare));
+    dockerd.docker("network", "rm", spare).ok();
+    networks.remove(spare);
+    awaitModel("fndspare gone", Duration.ofSeconds(20), x -> !x.networks().containsKey(spare) && x.networks().containsKey(net));
   }
 
   @Test
