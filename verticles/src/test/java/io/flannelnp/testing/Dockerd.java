@@ -90,6 +90,12 @@ public final class Dockerd implements AutoCloseable {
 
   /** Starts dockerd, makes it a Swarm manager and imports {@link #IMAGE}. */
   public static Dockerd start() {
+    for (String[] need : new String[][] {{"/usr/sbin/dockerd", "docker.io"}, {DOCKER_CLI.toString(), "docker.io"},
+        {"/usr/bin/busybox", "busybox-static"}}) {
+      if (!Files.isExecutable(Path.of(need[0]))) {
+        throw new AssertionError(need[0] + " is missing: install the Debian package " + need[1]);
+      }
+    }
     Dockerd d = new Dockerd();
     try {
       d.launch();
