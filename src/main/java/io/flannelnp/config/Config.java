@@ -35,7 +35,8 @@ public record Config(
     String dockerSocket,
     String nodeName,
     Optional<HostPort> adminListen,
-    String logLevel) {
+    String logLevel,
+    long nodeRecordsTtlSeconds) {
 
   /** TLS material for etcd; a CA alone verifies the server, cert+key also authenticate us. */
   public record EtcdTls(Optional<Path> caFile, Optional<Path> certFile, Optional<Path> keyFile) {}
@@ -105,8 +106,9 @@ public record Config(
       throw new ConfigException(Setting.LOG_LEVEL.name(), r.get(Setting.LOG_LEVEL),
           "must be one of error, warn, info, debug, trace");
     }
+    long recordsTtl = r.integer(Setting.NODE_RECORDS_TTL, 5, 3600);
     return new Config(List.copyOf(endpoints), prefix, tls, flannel, List.copyOf(subnets), netSize, hostSize,
-        clusterSize, vniStart, ttl, compat, dnsTtl, hook, socket, dockerSocket, node, admin, level);
+        clusterSize, vniStart, ttl, compat, dnsTtl, hook, socket, dockerSocket, node, admin, level, recordsTtl);
   }
 
   // ---- capacity -------------------------------------------------------------------------

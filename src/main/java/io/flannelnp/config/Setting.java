@@ -24,6 +24,7 @@ public enum Setting {
   PLUGIN_SOCKET("/run/docker/plugins/flannel-np.sock", "Unix socket the Docker plugin API listens on."),
   DOCKER_SOCKET("/run/docker.sock", "Unix socket of the Docker Engine API."),
   NODE_NAME("", "Name of this node in logs and etcd records; default: the host name."),
+  NODE_RECORDS_TTL("30", "Seconds a dead node's container records stay in etcd (the TTL of the node's etcd lease; 5-3600)."),
   ADMIN_LISTEN("", "host:port of the admin server (health, metrics, console); empty: off."),
   LOG_LEVEL("info", "error, warn, info, debug or trace.");
 

@@ -10,7 +10,9 @@ import java.util.TreeMap;
  * One container on a node, at {@code <P>/docker-data/containers/<node>/<container-id>}, written by
  * the node that runs it on that node's etcd lease (so a dead node's containers disappear). For
  * Swarm tasks {@code serviceId}, {@code taskId}, {@code taskName} ("svc.slot.taskid") are set.
- * {@code state} is "running" or "stopping" (a stopping task leaves the VIP backends at once).
+ * {@code state} is "running", "stopping" (a kill/stop/die event came: it leaves the VIP backends at
+ * once) or "starting" (a Swarm task whose health check has not passed yet: Docker publishes a task
+ * only once healthy); only "running" containers resolve and receive VIP traffic.
  */
 public record ContainerRecord(String containerId, String name, String hostname, String node, String serviceId,
     String serviceName, String taskId, String taskName, String state, String sandboxKey,

@@ -700,6 +700,14 @@ class ConfigTest {
   }
 
   @Test
+  void nodeRecordsTtlDefaultsToHalfAMinuteAndIsBounded() {
+    assertThat(Config.fromEnv(Map.of("ETCD_ENDPOINTS", "http://127.0.0.1:2379", "AVAILABLE_SUBNETS", "10.0.0.0/8"))
+        .nodeRecordsTtlSeconds()).isEqualTo(30);
+    assertThat(failure("NODE_RECORDS_TTL", "3601").getMessage())
+        .isEqualTo("invalid setting NODE_RECORDS_TTL=\"3601\": must be an integer between 5 and 3600");
+  }
+
+  @Test
   void everySettingIsReadFromTheEnvironment() {
     // Each setting given a bad value must be reported under its own name: proves none is ignored.
     Map<String, String> bad = Map.ofEntries(
@@ -719,6 +727,7 @@ class ConfigTest {
         Map.entry("PLUGIN_SOCKET", "x"),
         Map.entry("DOCKER_SOCKET", "x"),
         Map.entry("NODE_NAME", "-x"),
+        Map.entry("NODE_RECORDS_TTL", "4"),
         Map.entry("ADMIN_LISTEN", "x"),
         Map.entry("LOG_LEVEL", "x"));
     for (Setting s : Setting.values()) {

@@ -74,7 +74,7 @@ public final class Daemon {
         .compose(v -> deploy("FlannelVerticle", new FlannelVerticle(config, schema, kernel)))
         .compose(v -> deploy("LoadBalancerVerticle", new LoadBalancerVerticle(schema, kernel)))
         .compose(v -> deploy("DnsVerticle", new DnsVerticle(config, schema)))
-        .compose(v -> deploy("DockerVerticle", new DockerVerticle(config.dockerSocket())));
+        .compose(v -> deploy("DockerVerticle", new DockerVerticle(config, etcd, schema)));
     return chain.onSuccess(v -> adoptLeases(publicIp));
   }
 
