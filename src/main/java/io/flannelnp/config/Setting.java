@@ -23,7 +23,7 @@ public enum Setting {
   IS_HOOK_AVAILABLE("false", "true when the OCI createContainer hook (hook/) is installed on the host: each new container then waits (at most ~2 s) until flannel-np's resolver serves it (handshake socket flannel-np-hook.sock beside PLUGIN_SOCKET)."),
   PLUGIN_SOCKET("/run/docker/plugins/flannel-np.sock", "Unix socket the Docker plugin API listens on."),
   DOCKER_SOCKET("/run/docker.sock", "Unix socket of the Docker Engine API."),
-  NODE_NAME("", "Name of this node in logs and etcd records; default: the host name."),
+  NODE_NAME("", "Name of this node in logs, subnet leases and address owners; must be unique per node (Swarm does not enforce unique host names); default: the host name."),
   NODE_RECORDS_TTL("30", "Seconds a dead node's container records stay in etcd (the TTL of the node's etcd lease; 5-3600)."),
   ADMIN_LISTEN("", "host:port of the admin server (health, metrics, console); empty: off."),
   LOG_LEVEL("info", "error, warn, info, debug or trace.");

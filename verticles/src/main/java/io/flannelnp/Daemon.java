@@ -67,7 +67,7 @@ public final class Daemon {
     if (config.adminListen().isPresent()) {
       // before the publishers, so /health misses no status change
       chain = chain.compose(v -> deploy("AdminVerticle",
-          new AdminVerticle(config.adminListen().get(), List.of("flannel", "lb", "dns"))));
+          new AdminVerticle(config.adminListen().get(), List.of("flannel", "lb", "dns", "docker"))));
     }
     chain = chain
         .compose(v -> deploy("EtcdWatchVerticle", new EtcdWatchVerticle(etcd, schema)))

@@ -93,6 +93,8 @@ public final class DnsVerticle extends ReconcilerVerticle {
   static final Duration HOOK_WAIT = Duration.ofSeconds(10);
 
   private final String nodeName;
+  /** The Swarm node ID the Docker plane keys this node's container records by (empty outside a Swarm). */
+  private volatile String swarmNodeId = "";
   private final boolean compat;
   private final int ttl;
   private final EtcdSchema schema;
@@ -209,6 +211,8 @@ public final class DnsVerticle extends ReconcilerVerticle {
       return t;
     });
     ((ThreadPoolExecutor) tools).allowCoreThreadTimeOut(true);
+    vertx.eventBus().<io.flannelnp.docker.DockerMessage.DockerStatus>consumer(Addresses.DOCKER_STATUS,
+        m -> swarmNodeId = m.body().reachable() ? m.body().nodeId() : swarmNodeId);
     vertx.eventBus().<InjectDns>consumer(Addresses.DNS_INJECT, this::onInject);
     vertx.eventBus().<EjectDns>consumer(Addresses.DNS_EJECT, this::onEject);
     if (hookSocket == null) {
@@ -721,7 +725,7 @@ public final class DnsVerticle extends ReconcilerVerticle {
     Map<String, ContainerRecord> byId = new HashMap<>();
     for (ContainerRecord c : model.containers()) {
       byId.put(c.containerId(), c);
-      if (!nodeName.equals(c.node()) || !c.running() || c.sandboxKey().isEmpty() || !valid(c.sandboxKey())) {
+      if (!(swarmNodeId.isEmpty() ? nodeName : swarmNodeId).equals(c.node()) || !c.running() || c.sandboxKey().isEmpty() || !valid(c.sandboxKey())) {
         continue;
       }
       boolean ours = false;
