@@ -25,7 +25,9 @@ public enum Setting {
   DOCKER_SOCKET("/run/docker.sock", "Unix socket of the Docker Engine API."),
   NODE_NAME("", "Name of this node in logs and etcd records; default: the host name."),
   ADMIN_LISTEN("", "host:port of the admin server (health, metrics, console); empty: off."),
-  LOG_LEVEL("info", "error, warn, info, debug or trace.");
+  ADMIN_TOKEN("", "Bearer token the admin server demands (header Authorization: Bearer T, or ?token=T); required when ADMIN_LISTEN is not loopback."),
+  LOG_LEVEL("info", "error, warn, info, debug or trace."),
+  LOG_FORMAT("text", "text (one line per event) or json (one JSON object per line).");
 
   private final String defaultValue;
   private final String description;
