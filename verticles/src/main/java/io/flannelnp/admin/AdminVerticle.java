@@ -113,9 +113,17 @@ public final class AdminVerticle extends VerticleBase {
     SockJSBridgeOptions bridge = new SockJSBridgeOptions()
         .addOutboundPermitted(new PermittedOptions().setAddressRegex("console\\..+"));
     router.route("/console/eventbus/*").subRouter(SockJSHandler.create(vertx).bridge(bridge));
-    router.get("/console").handler(rc -> rc.redirect("/console/" + (rc.request().query() == null ? ""
-        : "?" + rc.request().query())));
-    router.get("/console/*").handler(StaticHandler.create("console").setCachingEnabled(false));
+    router.get("/console").handler(rc -> {
+      if (rc.request().path().endsWith("/")) {
+        rc.next(); // vertx-web matches "/console" for "/console/" too
+      } else {
+        rc.redirect("/console/" + (rc.request().query() == null ? "" : "?" + rc.request().query()));
+      }
+    });
+    // a sub-router, so the static handler sees paths below /console (its mount point)
+    Router page = Router.router(vertx);
+    page.route().handler(StaticHandler.create("console").setCachingEnabled(false));
+    router.route("/console/*").subRouter(page);
     server = vertx.createHttpServer().requestHandler(router);
     return server.listen(listen.port(), listen.host());
   }
