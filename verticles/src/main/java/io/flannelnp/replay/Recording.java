@@ -73,9 +73,19 @@ public record Recording(String prefix, long fromRevision, long toRevision, List<
       try (var w = client.getWatchClient().watch(root, opt, q::add, q::add)) {
         long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMs);
         long seen = from - 1;
+        long quietSince = System.nanoTime();
+        boolean asked = false;
         while (seen < end) {
-          client.getWatchClient().requestProgress(); // a caught-up watch answers with the revision it is at
-          Object o = q.poll(200, TimeUnit.MILLISECONDS);
+          // etcd 3.4 answers a progress request even before an unsynced watch caught up, so ask only
+          // once the catch-up has gone quiet (history arrives in a burst); then its revision is real
+          if (!asked && System.nanoTime() - quietSince > TimeUnit.MILLISECONDS.toNanos(500)) {
+            client.getWatchClient().requestProgress();
+            asked = true;
+          }
+          Object o = q.poll(100, TimeUnit.MILLISECONDS);
+          if (o == null) {
+            continue;
+          }
           if (o instanceof CompactedException) {
             throw compacted(client, root, from, timeoutMs);
           }
@@ -90,7 +100,10 @@ public record Recording(String prefix, long fromRevision, long toRevision, List<
                 byRev.computeIfAbsent(rev, k -> new ArrayList<>()).add(event(e));
               }
             }
-            if (r.getEvents().isEmpty()) {
+            if (!r.getEvents().isEmpty()) {
+              quietSince = System.nanoTime();
+              asked = false;
+            } else if (r.isProgressNotify() && asked) {
               seen = Math.max(seen, r.getHeader().getRevision());
             }
           }

@@ -78,7 +78,7 @@ public final class ReplayCommand {
     if (planes.isEmpty()) {
       planes.addAll(List.of("flannel", "lb", "dns", "ipam"));
     }
-    if (planes.contains("flannel") && !opts.containsKey("--node")) {
+    if (cmd.equals("replay") && planes.contains("flannel") && !opts.containsKey("--node")) {
       if (opts.containsKey("--file") || !env.containsKey("DEFAULT_FLANNEL_OPTIONS")) {
         planes.remove("flannel"); // which node's VXLAN plan: only known with --node
         err.println("flannel-np " + cmd + ": no --node PUBLIC-IP given; the flannel plane is left out");
