@@ -35,7 +35,8 @@ import java.util.function.LongSupplier;
  * <p>The bridge is outbound only and permits just the {@code console.*} addresses: bus bodies are
  * records passed by reference, so this verticle republishes each one as JSON there
  * ({@link #CONSOLE}). With ADMIN_TOKEN set every path needs it (header
- * {@code Authorization: Bearer T} or {@code ?token=T}, the only way a browser WebSocket can send it).
+ * {@code Authorization: Bearer T}, or {@code ?token=T} once, which sets an HttpOnly same-site cookie so
+ * the console's script, style and websocket requests carry it).
  */
 public final class AdminVerticle extends VerticleBase {
   /** Bus address → the console address its JSON form is published on. */
@@ -46,6 +47,8 @@ public final class AdminVerticle extends VerticleBase {
       Addresses.ETCD_STATUS, "console.etcd.status",
       Addresses.RECONCILE_REPORT, "console.reconcile.report",
       Addresses.KERNEL_BATCH, "console.kernel.batch");
+
+  private static final String COOKIE = "fnp-admin-token";
 
   private final HostPort listen;
   private final String token;
@@ -134,9 +137,23 @@ public final class AdminVerticle extends VerticleBase {
       return;
     }
     String given = rc.request().getHeader("Authorization");
-    given = given != null && given.startsWith("Bearer ") ? given.substring(7).trim() : rc.request().getParam("token");
+    boolean fromQuery = false;
+    if (given != null && given.startsWith("Bearer ")) {
+      given = given.substring(7).trim();
+    } else if (rc.request().getParam("token") != null) {
+      given = rc.request().getParam("token");
+      fromQuery = true;
+    } else {
+      io.vertx.core.http.Cookie c = rc.request().getCookie(COOKIE);
+      given = c == null ? null : c.getValue();
+    }
     if (given != null && MessageDigest.isEqual(given.getBytes(StandardCharsets.UTF_8),
         token.getBytes(StandardCharsets.UTF_8))) {
+      if (fromQuery) {
+        // the console page's own script, style and websocket requests carry it from here on
+        rc.response().addCookie(io.vertx.core.http.Cookie.cookie(COOKIE, given).setPath("/").setHttpOnly(true)
+            .setSameSite(io.vertx.core.http.CookieSameSite.STRICT));
+      }
       rc.next();
     } else {
       rc.response().setStatusCode(401).putHeader("WWW-Authenticate", "Bearer realm=\"flannel-np\"")

@@ -216,23 +216,7 @@ class AdminReplayTest {
     long from = etcd.list(PREFIX + "/").await(5, TimeUnit.SECONDS).revision() + 1;
     batches.clear();
 
-    // docker network create, as dockerd calls the plugin
-    JsonObject pool = ok("/IpamDriver.RequestPool", j("AddressSpace", GLOBAL, "Pool", "", "SubPool", "",
-        "Options", j("flannel-id", FID), "V6", false));
-    String subnet = pool.getString("Pool");
-    String gw = ok("/IpamDriver.RequestAddress", j("PoolID", pool.getString("PoolID"), "Address", "",
-        "Options", j("flannel-id", FID, "RequestAddressType", GW_OPT))).getString("Address");
-    String netId = ("n" + FID + "0".repeat(64)).substring(0, 25);
-    JsonObject generic = ok("/NetworkDriver.AllocateNetwork", j("NetworkID", netId, "Options", j(),
-        "IPv4Data", new JsonArray().add(j("AddressSpace", "", "Pool", subnet, "Gateway", gw)), "IPv6Data", null))
-        .getJsonObject("Options");
-    ok("/IpamDriver.RequestPool", j("AddressSpace", LOCAL, "Pool", subnet, "SubPool", "",
-        "Options", j("flannel-id", FID), "V6", false));
-    ok("/NetworkDriver.CreateNetwork", j("NetworkID", netId,
-        "Options", j("com.docker.network.generic", generic, "com.docker.network.enable_ipv6", false),
-        "IPv4Data", new JsonArray().add(j("AddressSpace", LOCAL, "Pool", subnet, "Gateway", gw)),
-        "IPv6Data", new JsonArray()));
-    step(SCHEMA.dockerNetwork(netId), new DockerNetwork(netId, "fnonet", "flannel-np", FID, subnet).toJson());
+    String netId = createNetwork(FID, "fnonet");
 
     // a service with a VIP and one task, scaled to three, down to two, then removed
     String vip = ok("/IpamDriver.RequestAddress", j("PoolID", GLOBAL + "/" + FID, "Address", "",
@@ -313,7 +297,77 @@ class AdminReplayTest {
         "use --from-revision " + (head + 1));
   }
 
+  @Test
+  @Order(4)
+  void theConsoleInChromiumShowsANewNetworkFiltersItAndStaysResponsiveAt1000MessagesPerSecond() throws Exception {
+    Path console = Path.of("src/test/console").toAbsolutePath();
+    assertThat(console.resolve("node_modules/playwright-core")).as("run `npm ci` in " + console + " (.ci/run does)")
+        .isDirectory();
+    assertThat(Path.of("/usr/bin/chromium")).as("apt-get install chromium (.ci/run does)").isExecutable();
+    Path profile = Files.createDirectory(dir.resolve("chromium-profile"));
+    Process node = new ProcessBuilder("node", console.resolve("console-test.mjs").toString(),
+        "http://127.0.0.1:" + adminPort + "/console/?token=" + TOKEN, profile.toString())
+        .redirectError(ProcessBuilder.Redirect.INHERIT).start();
+    try (var from = new java.io.BufferedReader(new java.io.InputStreamReader(node.getInputStream(), StandardCharsets.UTF_8));
+         var to = new PrintStream(node.getOutputStream(), true, StandardCharsets.UTF_8)) {
+      expect(from, "READY");
+      String fid = FID + "b";
+      createNetwork(fid, "fnonet2");
+      to.println("CREATED " + fid);
+      expect(from, "FILTER_OK");
+      expect(from, "PAUSED");
+      // 4,000 etcd writes at 1,000/s: each arrives on the console as an etcd change
+      List<io.vertx.core.Future<Long>> puts = new ArrayList<>();
+      long t0 = System.nanoTime();
+      for (int i = 0; i < 4000; i++) {
+        puts.add(etcd.put(PREFIX + "/fno-burst/" + i, "x"));
+        long due = t0 + i * 1_000_000L;
+        long wait = due - System.nanoTime();
+        if (wait > 0) {
+          TimeUnit.NANOSECONDS.sleep(wait);
+        }
+      }
+      io.vertx.core.Future.all(puts).await(20, TimeUnit.SECONDS);
+      to.println("BURST_DONE");
+      String done = expect(from, "DONE");
+      System.out.println("console burst: " + done);
+    } finally {
+      node.destroy();
+      if (!node.waitFor(10, TimeUnit.SECONDS)) {
+        node.destroyForcibly().waitFor(5, TimeUnit.SECONDS);
+      }
+      etcd.deletePrefix(PREFIX + "/fno-burst/").await(10, TimeUnit.SECONDS);
+    }
+  }
+
   // ---- helpers -------------------------------------------------------------------------
+
+  static String expect(java.io.BufferedReader from, String what) throws Exception {
+    String line = from.readLine();
+    assertThat(line).as("console-test.mjs").isNotNull().doesNotStartWith("FAIL").startsWith(what);
+    return line;
+  }
+
+  /** docker network create, as dockerd calls the plugin, and the network record the Docker side writes. */
+  static String createNetwork(String fid, String name) throws Exception {
+    JsonObject pool = ok("/IpamDriver.RequestPool", j("AddressSpace", GLOBAL, "Pool", "", "SubPool", "",
+        "Options", j("flannel-id", fid), "V6", false));
+    String subnet = pool.getString("Pool");
+    String gw = ok("/IpamDriver.RequestAddress", j("PoolID", pool.getString("PoolID"), "Address", "",
+        "Options", j("flannel-id", fid, "RequestAddressType", GW_OPT))).getString("Address");
+    String netId = ("n" + fid + "0".repeat(64)).substring(0, 25);
+    JsonObject generic = ok("/NetworkDriver.AllocateNetwork", j("NetworkID", netId, "Options", j(),
+        "IPv4Data", new JsonArray().add(j("AddressSpace", "", "Pool", subnet, "Gateway", gw)), "IPv6Data", null))
+        .getJsonObject("Options");
+    ok("/IpamDriver.RequestPool", j("AddressSpace", LOCAL, "Pool", subnet, "SubPool", "",
+        "Options", j("flannel-id", fid), "V6", false));
+    ok("/NetworkDriver.CreateNetwork", j("NetworkID", netId,
+        "Options", j("com.docker.network.generic", generic, "com.docker.network.enable_ipv6", false),
+        "IPv4Data", new JsonArray().add(j("AddressSpace", LOCAL, "Pool", subnet, "Gateway", gw)),
+        "IPv6Data", new JsonArray()));
+    step(SCHEMA.dockerNetwork(netId), new DockerNetwork(netId, name, "flannel-np", fid, subnet).toJson());
+    return netId;
+  }
 
   record Run(int exit, String out, String err) {}
 
