@@ -749,7 +749,9 @@ class ConfigTest {
         Map.entry("DOCKER_SOCKET", "x"),
         Map.entry("NODE_NAME", "-x"),
         Map.entry("ADMIN_LISTEN", "x"),
-        Map.entry("LOG_LEVEL", "x"));
+        Map.entry("ADMIN_TOKEN", "short"),
+        Map.entry("LOG_LEVEL", "x"),
+        Map.entry("LOG_FORMAT", "x"));
     for (Setting s : Setting.values()) {
       if (s == Setting.ETCD_ENDPOINTS || s == Setting.AVAILABLE_SUBNETS) {
         continue;
