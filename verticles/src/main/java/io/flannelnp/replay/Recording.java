@@ -63,7 +63,8 @@ public record Recording(String prefix, long fromRevision, long toRevision, List<
         if (String.valueOf(e.getCause()).contains("compacted")) {
           throw compacted(client, root, from, timeoutMs);
         }
-        throw new ReplayException("etcd " + endpoints + " did not answer: " + (e.getCause() == null ? e : e.getCause()));
+        throw new ReplayException("etcd " + String.join(",", endpoints) + " did not answer"
+            + (e.getCause() == null ? " within " + timeoutMs + " ms" : ": " + e.getCause().getMessage()));
       }
       long end = to <= 0 ? head : Math.min(to, head);
       Map<Long, List<WatchEvent>> byRev = new TreeMap<>();
