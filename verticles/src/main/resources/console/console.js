@@ -68,6 +68,12 @@
     $('total').textContent = state.total;
     $('dropped').textContent = state.dropped;
     if (state.paused) return; // the queue keeps filling (and dropping) until resumed
+    if (state.queue.length > MAX_ROWS) {
+      // rows older than the newest MAX_ROWS would leave the DOM as soon as they entered it
+      state.dropped += state.queue.length - MAX_ROWS;
+      state.queue.splice(0, state.queue.length - MAX_ROWS);
+      $('dropped').textContent = state.dropped;
+    }
     const batch = state.queue.splice(0, PER_FRAME);
     const frag = document.createDocumentFragment();
     for (const m of batch) {

@@ -75,6 +75,7 @@ class AdminReplayTest {
   static Daemon daemon;
   static PluginClient plugin;
   static int adminPort;
+  static String lastSubnet;
   static WebSocket ws;
   static String rootTablesBefore;
   static final List<JsonObject> batches = new CopyOnWriteArrayList<>();
@@ -218,6 +219,17 @@ class AdminReplayTest {
 
     String netId = createNetwork(FID, "fnonet");
 
+    // another node leases a block of the network (as its flanneld or flannel-np writes it), then leaves
+    String[] o = lastSubnet.substring(0, lastSubnet.indexOf('/')).split("\\.");
+    String peerBlock = o[0] + "." + o[1] + "." + (Integer.parseInt(o[2]) + 1) + ".0-25";
+    String lease = SCHEMA.subnets(FID) + peerBlock;
+    long leaseRev = etcd.put(lease, "{\"PublicIP\":\"198.19.7.2\",\"BackendType\":\"vxlan\","
+        + "\"BackendData\":{\"VNI\":6515,\"VtepMAC\":\"02:42:c6:13:07:02\"}}").await(5, TimeUnit.SECONDS);
+    await("the flannel pass at revision " + leaseRev, Duration.ofSeconds(15), () -> reportAt("flannel", leaseRev));
+    etcd.delete(lease).await(5, TimeUnit.SECONDS);
+    long leaseGone = etcd.list(PREFIX + "/").await(5, TimeUnit.SECONDS).revision();
+    await("the flannel pass at revision " + leaseGone, Duration.ofSeconds(15), () -> reportAt("flannel", leaseGone));
+
     // a service with a VIP and one task, scaled to three, down to two, then removed
     String vip = ok("/IpamDriver.RequestAddress", j("PoolID", GLOBAL + "/" + FID, "Address", "",
         "Options", j("flannel-id", FID, "com.docker.network.ipam.serial", "true"))).getString("Address");
@@ -257,6 +269,20 @@ class AdminReplayTest {
     Run replay = cli("replay", "--from-revision", "" + from, "--to-revision", "" + to, "--plane", "lb");
     assertThat(replay.exit).as(replay.err).isZero();
     assertThat(batches(replay.out, "lb")).as(replay.out + replay.err).isEqualTo(live);
+
+    // the VXLAN peer's neighbour, FDB entry and route, and their removal, as the live plane applied them
+    List<String> liveFlannel = new ArrayList<>();
+    for (JsonObject b : batches) {
+      long r = b.getLong("revision");
+      if (b.getString("plane").equals("flannel") && b.getBoolean("ok") && (r == leaseRev || r == leaseGone)) {
+        liveFlannel.add("revision=" + r + "\n" + b.getString("text"));
+      }
+    }
+    assertThat(String.join("", liveFlannel)).contains("198.19.7.2").contains("fdb del");
+    Run vx = cli("replay", "--from-revision", "" + leaseRev, "--to-revision", "" + leaseGone, "--plane", "flannel",
+        "--node", "198.19.7.1");
+    assertThat(vx.exit).as(vx.err).isZero();
+    assertThat(batches(vx.out, "flannel")).as(vx.out).isEqualTo(liveFlannel);
 
     Path file = dir.resolve("history.jsonl");
     Run record = cli("record", "--from-revision", "" + from, "--out", file.toString());
@@ -359,6 +385,7 @@ class AdminReplayTest {
     JsonObject pool = ok("/IpamDriver.RequestPool", j("AddressSpace", GLOBAL, "Pool", "", "SubPool", "",
         "Options", j("flannel-id", fid), "V6", false));
     String subnet = pool.getString("Pool");
+    lastSubnet = subnet;
     String gw = ok("/IpamDriver.RequestAddress", j("PoolID", pool.getString("PoolID"), "Address", "",
         "Options", j("flannel-id", fid, "RequestAddressType", GW_OPT))).getString("Address");
     String netId = ("n" + fid + "0".repeat(64)).substring(0, 25);
@@ -404,7 +431,11 @@ class AdminReplayTest {
   }
 
   static boolean lbReportAt(long rev) {
-    return reports.stream().anyMatch(r -> r.getString("plane").equals("lb") && r.getLong("revision") >= rev);
+    return reportAt("lb", rev);
+  }
+
+  static boolean reportAt(String plane, long rev) {
+    return reports.stream().anyMatch(r -> r.getString("plane").equals(plane) && r.getLong("revision") >= rev);
   }
 
   /** One etcd write, then wait until the lb plane has passed it (so no two writes coalesce). */
