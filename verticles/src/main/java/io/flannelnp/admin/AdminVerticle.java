@@ -32,7 +32,7 @@ import java.util.function.LongSupplier;
  * (readiness) with reasons; {@code /metrics} in Prometheus text; {@code /console}, a static page
  * that streams the bus over a SockJS bridge. Everything is built from what the planes publish.
  *
- * <p>The bridge is outbound only and permits just the {@code console.*} addresses: bus bodies are
+ * <p>The bridge is outbound only and permits exactly the {@link #CONSOLE} addresses: bus bodies are
  * records passed by reference, so this verticle republishes each one as JSON there
  * ({@link #CONSOLE}). With ADMIN_TOKEN set every path needs it (header
  * {@code Authorization: Bearer T}, or {@code ?token=T} once, which sets an HttpOnly same-site cookie so
@@ -113,8 +113,9 @@ public final class AdminVerticle extends VerticleBase {
       json(rc, h.getBoolean("ready") ? 200 : 503, h);
     });
     router.get("/metrics").handler(PrometheusScrapingHandler.create(Metrics.REGISTRY));
-    SockJSBridgeOptions bridge = new SockJSBridgeOptions()
-        .addOutboundPermitted(new PermittedOptions().setAddressRegex("console\\..+"));
+    // outbound only, exactly these addresses; nothing inbound (the bridge denies what is not listed)
+    SockJSBridgeOptions bridge = new SockJSBridgeOptions();
+    CONSOLE.values().forEach(a -> bridge.addOutboundPermitted(new PermittedOptions().setAddress(a)));
     router.route("/console/eventbus/*").subRouter(SockJSHandler.create(vertx).bridge(bridge));
     router.get("/console").handler(rc -> {
       if (rc.request().path().endsWith("/")) {

@@ -212,6 +212,31 @@ class AdminReplayTest {
   }
 
   @Test
+  @Order(1)
+  void theBridgeRefusesInboundMessagesAndAddressesOffItsList() throws Exception {
+    List<String> frames = new CopyOnWriteArrayList<>();
+    WebSocket w = http.newWebSocketBuilder().buildAsync(
+        URI.create("ws://127.0.0.1:" + adminPort + "/console/eventbus/websocket?token=" + TOKEN),
+        new WebSocket.Listener() {
+          @Override
+          public CompletionStage<?> onBinary(WebSocket ws, java.nio.ByteBuffer data, boolean last) {
+            frames.add(StandardCharsets.UTF_8.decode(data).toString());
+            ws.request(1);
+            return null;
+          }
+        }).get(10, TimeUnit.SECONDS);
+    try {
+      w.sendText("{\"type\":\"send\",\"address\":\"fnp.flannel.network.remove\",\"body\":{}}", true).get();
+      w.sendText("{\"type\":\"register\",\"address\":\"fnp.state.snapshot\"}", true).get();
+      await("two refusals", Duration.ofSeconds(5), () -> frames.size() >= 2);
+      assertThat(frames).allSatisfy(f -> assertThat(new JsonObject(f).getString("type")).isEqualTo("err"))
+          .allSatisfy(f -> assertThat(f).contains("access_denied"));
+    } finally {
+      w.abort();
+    }
+  }
+
+  @Test
   @Order(2)
   void replayPrintsTheBatchesTheLiveDaemonApplied() throws Exception {
     long from = etcd.list(PREFIX + "/").await(5, TimeUnit.SECONDS).revision() + 1;
