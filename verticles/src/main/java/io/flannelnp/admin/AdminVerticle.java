@@ -63,10 +63,6 @@ public final class AdminVerticle extends VerticleBase {
   private boolean listedOnce;
   private HttpServer server;
 
-  public AdminVerticle(HostPort listen, List<String> planes) {
-    this(listen, "", planes, () -> 0);
-  }
-
   /** {@code etcdHead}: the newest revision any etcd answer carried (for the watch lag). */
   public AdminVerticle(HostPort listen, String token, List<String> planes, LongSupplier etcdHead) {
     this.listen = listen;
