@@ -77,8 +77,9 @@ try {
   const dropped = Number(await page.textContent('#dropped'));
   check(await page.isVisible('#dropped'), 'the drop counter is not visible');
   check(dropped > 0, 'nothing dropped while paused through the burst');
-  // a click goes through CDP from a node process on the same (busy, 2-core CI) machine: generous
-  check(worst < 3000, `a click took ${worst} ms during the burst`);
+  // a click goes through CDP from a node process on the same busy 2-core machine, so it only must
+  // not hang; the page's responsiveness is its own frame gap and event-loop lag, checked below
+  check(worst < 10000, `a click took ${worst} ms during the burst`);
   await page.click('#pause'); // resume
   await page.waitForFunction(() => window.fnpConsole.queue.length === 0, null, { timeout: 5000 })
     .catch(() => {}); // checked below, with the number
