@@ -36,12 +36,19 @@ public record Config(
     String nodeName,
     Optional<HostPort> adminListen,
     String logLevel,
-    long nodeRecordsTtlSeconds) {
+    long nodeRecordsTtlSeconds,
+    String adminToken,
+    String logFormat) {
 
   /** TLS material for etcd; a CA alone verifies the server, cert+key also authenticate us. */
   public record EtcdTls(Optional<Path> caFile, Optional<Path> certFile, Optional<Path> keyFile) {}
 
   public record HostPort(String host, int port) {
+    /** 127.0.0.0/8, ::1 or localhost: only this host can connect. */
+    public boolean loopback() {
+      return host.equals("localhost") || host.startsWith("127.") || host.equals("[::1]");
+    }
+
     @Override
     public String toString() {
       return host + ":" + port;
@@ -107,8 +114,21 @@ public record Config(
           "must be one of error, warn, info, debug, trace");
     }
     long recordsTtl = r.integer(Setting.NODE_RECORDS_TTL, 5, 3600);
+    String token = r.get(Setting.ADMIN_TOKEN).trim();
+    if (!token.isEmpty() && !token.matches("[\\x21-\\x7e]{16,256}")) {
+      throw new ConfigException(Setting.ADMIN_TOKEN.name(), "(hidden)",
+          "must be 16-256 printable ASCII characters without spaces");
+    }
+    if (admin.isPresent() && !admin.get().loopback() && token.isEmpty()) {
+      throw new ConfigException(Setting.ADMIN_LISTEN.name(), r.get(Setting.ADMIN_LISTEN),
+          "is not a loopback address, so ADMIN_TOKEN must be set (the admin server shows the whole cluster's state)");
+    }
+    String format = r.get(Setting.LOG_FORMAT).trim().toLowerCase(Locale.ROOT);
+    if (!List.of("text", "json").contains(format)) {
+      throw new ConfigException(Setting.LOG_FORMAT.name(), r.get(Setting.LOG_FORMAT), "must be text or json");
+    }
     return new Config(List.copyOf(endpoints), prefix, tls, flannel, List.copyOf(subnets), netSize, hostSize,
-        clusterSize, vniStart, ttl, compat, dnsTtl, hook, socket, dockerSocket, node, admin, level, recordsTtl);
+        clusterSize, vniStart, ttl, compat, dnsTtl, hook, socket, dockerSocket, node, admin, level, recordsTtl, token, format);
   }
 
   // ---- capacity -------------------------------------------------------------------------

@@ -26,7 +26,9 @@ public enum Setting {
   NODE_NAME("", "Name of this node in logs, subnet leases and address owners; must be unique per node (Swarm does not enforce unique host names); default: the host name."),
   NODE_RECORDS_TTL("30", "Seconds a dead node's container records stay in etcd (the TTL of the node's etcd lease; 5-3600)."),
   ADMIN_LISTEN("", "host:port of the admin server (health, metrics, console); empty: off."),
-  LOG_LEVEL("info", "error, warn, info, debug or trace.");
+  ADMIN_TOKEN("", "Bearer token the admin server demands (header Authorization: Bearer T, or ?token=T); required when ADMIN_LISTEN is not loopback."),
+  LOG_LEVEL("info", "error, warn, info, debug or trace."),
+  LOG_FORMAT("text", "text (one line per event) or json (one JSON object per line).");
 
   private final String defaultValue;
   private final String description;

@@ -4,7 +4,9 @@ import java.io.PrintStream;
 import java.time.Instant;
 import java.time.ZoneOffset;
 import java.time.format.DateTimeFormatter;
+import java.util.LinkedHashMap;
 import java.util.Locale;
+import java.util.Map;
 import java.util.logging.Formatter;
 import java.util.logging.Handler;
 import java.util.logging.Level;
@@ -28,12 +30,18 @@ public final class Logging {
   }
 
   public static void configure(String level, PrintStream out) {
+    configure(level, "text", out);
+  }
+
+  /** {@code format}: "text" (one line per record) or "json" (one JSON object per line). */
+  public static void configure(String level, String format, PrintStream out) {
     LogManager.getLogManager().reset();
     Logger root = Logger.getLogger("");
     Level l = toJul(level);
     root.setLevel(l);
     // A StreamHandler on our stream (ConsoleHandler.setOutputStream would close System.err).
-    Handler h = new StreamHandler(out, new OneLine()) {
+    Formatter f = "json".equals(format) ? new JsonLine() : new OneLine();
+    Handler h = new StreamHandler(out, f) {
       @Override
       public synchronized void publish(LogRecord r) {
         super.publish(r);
@@ -41,7 +49,7 @@ public final class Logging {
       }
     };
     h.setLevel(Level.ALL);
-    h.setFormatter(new OneLine());
+    h.setFormatter(f);
     root.addHandler(h);
     Logger.getLogger("io.flannelnp").setLevel(l);
     for (String noisy : new String[] {"io.grpc", "io.netty", "io.etcd", "io.vertx"}) {
@@ -61,21 +69,104 @@ public final class Logging {
     };
   }
 
+  /**
+   * Logs one decision with structured fields (e.g. {@code corr}, {@code plane}, {@code rev}): text
+   * format appends them as {@code key=value}, JSON format puts them next to {@code msg}.
+   */
+  public static void decision(Logger log, Level level, String msg, Map<String, ?> fields) {
+    if (!log.isLoggable(level)) {
+      return;
+    }
+    LogRecord r = new LogRecord(level, msg);
+    r.setLoggerName(log.getName());
+    r.setParameters(new Object[] {new Fields(new LinkedHashMap<>(fields))});
+    log.log(r);
+  }
+
+  /** Marker for the structured fields of {@link #decision}. */
+  record Fields(Map<String, ?> map) {}
+
+  private static Map<String, ?> fields(LogRecord r) {
+    Object[] p = r.getParameters();
+    return p != null && p.length == 1 && p[0] instanceof Fields f ? f.map() : Map.of();
+  }
+
+  private static String level(LogRecord r) {
+    return switch (r.getLevel().getName()) {
+      case "SEVERE" -> "ERROR";
+      case "WARNING" -> "WARN";
+      case "INFO" -> "INFO";
+      case "FINE", "CONFIG" -> "DEBUG";
+      default -> "TRACE";
+    };
+  }
+
+  private static String shortName(LogRecord r) {
+    String name = r.getLoggerName() == null ? "" : r.getLoggerName();
+    int dot = name.lastIndexOf('.');
+    return dot >= 0 ? name.substring(dot + 1) : name;
+  }
+
+  /** {"ts":…,"level":…,"logger":…,"msg":…, fields…, "error":…}: one object per line. */
+  static final class JsonLine extends Formatter {
+    @Override
+    public String format(LogRecord r) {
+      StringBuilder sb = new StringBuilder(160).append('{');
+      str(sb, "ts", TS.format(Instant.ofEpochMilli(r.getMillis()))).append(',');
+      str(sb, "level", level(r)).append(',');
+      str(sb, "logger", shortName(r)).append(',');
+      Map<String, ?> f = fields(r);
+      str(sb, "msg", f.isEmpty() ? formatMessage(r) : r.getMessage());
+      for (Map.Entry<String, ?> e : f.entrySet()) {
+        sb.append(',');
+        if (e.getValue() instanceof Number || e.getValue() instanceof Boolean) {
+          quote(sb, e.getKey()).append(':').append(e.getValue());
+        } else {
+          str(sb, e.getKey(), String.valueOf(e.getValue()));
+        }
+      }
+      if (r.getThrown() != null) {
+        sb.append(',');
+        str(sb, "error", r.getThrown().toString());
+      }
+      return sb.append("}\n").toString();
+    }
+
+    private static StringBuilder str(StringBuilder sb, String k, String v) {
+      return quote(quote(sb, k).append(':'), v);
+    }
+
+    static StringBuilder quote(StringBuilder sb, String s) {
+      sb.append('"');
+      for (int i = 0; i < s.length(); i++) {
+        char c = s.charAt(i);
+        switch (c) {
+          case '"' -> sb.append("\\\"");
+          case '\\' -> sb.append("\\\\");
+          case '\n' -> sb.append("\\n");
+          case '\r' -> sb.append("\\r");
+          case '\t' -> sb.append("\\t");
+          default -> {
+            if (c < 0x20) {
+              sb.append(String.format("\\u%04x", (int) c));
+            } else {
+              sb.append(c);
+            }
+          }
+        }
+      }
+      return sb.append('"');
+    }
+  }
+
   static final class OneLine extends Formatter {
     @Override
     public String format(LogRecord r) {
-      String lvl = switch (r.getLevel().getName()) {
-        case "SEVERE" -> "ERROR";
-        case "WARNING" -> "WARN";
-        case "INFO" -> "INFO";
-        case "FINE", "CONFIG" -> "DEBUG";
-        default -> "TRACE";
-      };
-      String name = r.getLoggerName() == null ? "" : r.getLoggerName();
-      int dot = name.lastIndexOf('.');
+      Map<String, ?> f = fields(r);
       StringBuilder sb = new StringBuilder(128)
-          .append(TS.format(Instant.ofEpochMilli(r.getMillis()))).append(' ').append(lvl).append(' ')
-          .append(dot >= 0 ? name.substring(dot + 1) : name).append(": ").append(formatMessage(r));
+          .append(TS.format(Instant.ofEpochMilli(r.getMillis()))).append(' ').append(level(r)).append(' ')
+          .append(shortName(r)).append(": ").append(f.isEmpty() ? formatMessage(r) : r.getMessage());
+      f.forEach((k, v) -> sb.append(' ').append(k).append('=').append(v));
       if (r.getThrown() != null) {
         sb.append(" | ").append(r.getThrown());
         if (r.getLevel().intValue() >= Level.SEVERE.intValue()) {

@@ -132,7 +132,9 @@ class ConfigTest {
         "DOCKER_SOCKET", "/var/run/docker.sock",
         "NODE_NAME", "worker-3.example",
         "ADMIN_LISTEN", "0.0.0.0:9090",
-        "LOG_LEVEL", "DEBUG");
+        "ADMIN_TOKEN", "s3cret-token-0123456789",
+        "LOG_LEVEL", "DEBUG",
+        "LOG_FORMAT", "JSON");
 
     assertThat(c.etcdEndpoints()).containsExactly("http://10.0.0.5:2379", "https://etcd-2:2380");
     assertThat(c.etcdPrefix()).isEqualTo("/my/prefix");
@@ -152,6 +154,8 @@ class ConfigTest {
     assertThat(c.adminListen()).contains(new Config.HostPort("0.0.0.0", 9090));
     assertThat(c.adminListen().orElseThrow()).hasToString("0.0.0.0:9090");
     assertThat(c.logLevel()).isEqualTo("debug");
+    assertThat(c.adminToken()).isEqualTo("s3cret-token-0123456789");
+    assertThat(c.logFormat()).isEqualTo("json");
   }
 
   @Test
@@ -527,6 +531,31 @@ class ConfigTest {
   // ---- ADMIN_LISTEN -----------------------------------------------------------------------
 
   @ParameterizedTest
+  @ValueSource(strings = {"0.0.0.0:9090", "10.1.2.3:9090", "admin.example:80"})
+  void adminListenOffLoopbackWithoutTokenIsRejected(String raw) {
+    assertBadSetting(failure("ADMIN_LISTEN", raw), "ADMIN_LISTEN", raw, "not a loopback address",
+        "ADMIN_TOKEN must be set");
+  }
+
+  @Test
+  void adminListenOnLoopbackNeedsNoToken() {
+    assertThat(load("ADMIN_LISTEN", "127.0.0.1:9090").adminToken()).isEmpty();
+    assertThat(load("ADMIN_LISTEN", "[::1]:9090").adminListen().orElseThrow().loopback()).isTrue();
+  }
+
+  @ParameterizedTest
+  @ValueSource(strings = {"short", "has a space in it here"})
+  void badAdminTokenIsRejectedWithoutEchoingIt(String raw) {
+    ConfigException e = failure("ADMIN_TOKEN", raw);
+    assertThat(e.getMessage()).contains("ADMIN_TOKEN", "16-256 printable").doesNotContain(raw);
+  }
+
+  @Test
+  void badLogFormatIsRejected() {
+    assertBadSetting(failure("LOG_FORMAT", "xml"), "LOG_FORMAT", "xml", "must be text or json");
+  }
+
+  @ParameterizedTest
   @ValueSource(strings = {"9090", "localhost"})
   void adminListenWithoutPortIsRejected(String raw) {
     assertBadSetting(failure("ADMIN_LISTEN", raw), "ADMIN_LISTEN", raw, "must be host:port");
@@ -729,7 +758,9 @@ class ConfigTest {
         Map.entry("NODE_NAME", "-x"),
         Map.entry("NODE_RECORDS_TTL", "4"),
         Map.entry("ADMIN_LISTEN", "x"),
-        Map.entry("LOG_LEVEL", "x"));
+        Map.entry("ADMIN_TOKEN", "short"),
+        Map.entry("LOG_LEVEL", "x"),
+        Map.entry("LOG_FORMAT", "x"));
     for (Setting s : Setting.values()) {
       if (s == Setting.ETCD_ENDPOINTS || s == Setting.AVAILABLE_SUBNETS) {
         continue;

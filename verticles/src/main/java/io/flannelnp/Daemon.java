@@ -63,11 +63,13 @@ public final class Daemon {
     Supplier<Future<String>> publicIp = publicIp();
     new IpamApi(ipam, config, publicIp).register(routes);
     new NetworkApi(ipam, etcd, schema, vertx.eventBus(), config, publicIp).register(routes);
+    io.flannelnp.admin.DecisionLog.install(vertx.eventBus());
     Future<Void> chain = deploy("ApiVerticle", new ApiVerticle(config.pluginSocket(), routes));
     if (config.adminListen().isPresent()) {
       // before the publishers, so /health misses no status change
       chain = chain.compose(v -> deploy("AdminVerticle",
-          new AdminVerticle(config.adminListen().get(), List.of("flannel", "lb", "dns", "docker"))));
+          new AdminVerticle(config.adminListen().get(), config.adminToken(), List.of("flannel", "lb", "dns", "docker"),
+              etcd::lastRevision)));
     }
     chain = chain
         .compose(v -> deploy("EtcdWatchVerticle", new EtcdWatchVerticle(etcd, schema)))

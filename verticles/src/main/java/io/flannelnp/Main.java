@@ -18,8 +18,13 @@ public final class Main {
   private Main() {}
 
   public static void main(String[] args) throws InterruptedException {
+    if (args.length > 0 && (args[0].equals("replay") || args[0].equals("record"))) {
+      System.exit(io.flannelnp.replay.ReplayCommand.run(args, System.getenv(), System.out, System.err));
+    }
     if (args.length > 0 && !args[0].equals("daemon")) {
-      System.err.println("flannel-np: unknown command '" + args[0] + "'; usage: java -jar flannel-np.jar [daemon]");
+      System.err.println("flannel-np: unknown command '" + args[0] + "'; usage: java -jar flannel-np.jar"
+          + " [daemon | replay --from-revision N [--to-revision M] [--node ID] [--plane flannel|lb|dns|ipam] [--file F]"
+          + " | record --from-revision N --out FILE]");
       System.exit(2);
     }
     Config config;
@@ -30,7 +35,7 @@ public final class Main {
       System.exit(2);
       return;
     }
-    Logging.configure(config.logLevel());
+    Logging.configure(config.logLevel(), config.logFormat(), System.err);
     Logger log = Logger.getLogger(Main.class.getName());
     log.info("flannel-np starting on node " + config.nodeName() + ", etcd " + String.join(",", config.etcdEndpoints())
         + " prefix " + config.etcdPrefix());

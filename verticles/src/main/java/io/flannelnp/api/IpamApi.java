@@ -1,5 +1,6 @@
 package io.flannelnp.api;
 
+import io.flannelnp.admin.Metrics;
 import io.flannelnp.config.Config;
 import io.flannelnp.etcd.EtcdUnavailableException;
 import io.flannelnp.ipam.AddressPlan;
@@ -76,10 +77,10 @@ public final class IpamApi {
   }
 
   public void register(PluginRoutes routes) {
-    routes.handle("/IpamDriver.RequestPool", true, b -> guard(() -> requestPool(new Req("IpamDriver.RequestPool", b))));
+    routes.handle("/IpamDriver.RequestPool", true, b -> guard(() -> Metrics.ipam("pool", requestPool(new Req("IpamDriver.RequestPool", b)))));
     routes.handle("/IpamDriver.ReleasePool", true, b -> guard(() -> releasePool(new Req("IpamDriver.ReleasePool", b))));
     routes.handle("/IpamDriver.RequestAddress", true,
-        b -> guard(() -> requestAddress(new Req("IpamDriver.RequestAddress", b))));
+        b -> guard(() -> Metrics.ipam("address", requestAddress(new Req("IpamDriver.RequestAddress", b)))));
     routes.handle("/IpamDriver.ReleaseAddress", true,
         b -> guard(() -> releaseAddress(new Req("IpamDriver.ReleaseAddress", b))));
   }

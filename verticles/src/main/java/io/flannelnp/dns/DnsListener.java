@@ -354,6 +354,7 @@ final class DnsListener {
   }
 
   private void onDatagram(ByteBufAllocator alloc, ByteBuf m, InetSocketAddress from) {
+    long t0 = System.nanoTime();
     stats.received++;
     if (ports != null && ports.udp() > 0 && from.getPort() == ports.udp() && DOCKER_DNS.equals(from.getAddress())) {
       stats.fromUpstream++;
@@ -376,6 +377,7 @@ final class DnsListener {
     ByteBuf out = Responder.answer(alloc, m, q, view, q.udpLimit());
     if (out != null) {
       stats.answered++;
+      io.flannelnp.admin.Metrics.dnsQuery(out.getByte(3) & 0x0f, System.nanoTime() - t0);
       sendUdp(out, from, false);
       return;
     }
@@ -475,6 +477,7 @@ final class DnsListener {
     ByteBuf out = Responder.answer(alloc, m, q, view, DnsWire.TCP_MAX);
     if (out != null) {
       stats.answered++;
+      io.flannelnp.admin.Metrics.dnsQuery(out.getByte(3) & 0x0f, -1); // TCP: no per-query start time
       sendTcp(client, out);
       return;
     }
@@ -562,6 +565,7 @@ final class DnsListener {
     Pending p = new Pending(id, q.id, q.flags, questionOf(m, q), q.edns(), udpClient, tcpClient, fwd);
     p.timer = loop.schedule(() -> onTimeout(p), options.upstreamTimeout().toMillis(), TimeUnit.MILLISECONDS);
     stats.forwarded++;
+    io.flannelnp.admin.Metrics.dnsForwarded();
     if (ports == null || (!ports.any() && System.nanoTime() - discoveredAt > TimeUnit.SECONDS.toNanos(2))) {
       // not looked yet, or Docker had no rule a while ago: look (again) and send when we know
       if (unsent == null) {
@@ -744,6 +748,7 @@ final class DnsListener {
       return;
     }
     fail(p, DnsWire.SERVFAIL);
+    io.flannelnp.admin.Metrics.dnsForwardTimeout();
     if (System.nanoTime() - discoveredAt > options.rediscoverAfter().toNanos()) {
       rediscover(); // Docker may have restarted its resolver on another port
     }

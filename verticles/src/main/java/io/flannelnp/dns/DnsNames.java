@@ -295,6 +295,20 @@ public final class DnsNames {
     return out;
   }
 
+  /** Every record as "network name A ip" and "network ip PTR name", sorted (for replay's diffs). */
+  public java.util.SortedSet<String> records() {
+    java.util.SortedSet<String> out = new java.util.TreeSet<>();
+    for (Net n : nets.values()) {
+      n.names.forEach((name, ips) -> {
+        for (int ip : ips) {
+          out.add(n.name + " " + name + " A " + Ipv4.format(ip));
+        }
+      });
+      n.ptr.forEach((ip, name) -> out.add(n.name + " " + Ipv4.format(ip) + " PTR " + name));
+    }
+    return out;
+  }
+
   /** Number of names over all networks, for reports. */
   public int size() {
     return nets.values().stream().mapToInt(n -> n.names.size()).sum();
