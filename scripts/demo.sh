@@ -249,9 +249,15 @@ done
 # How the user reaches this lab later: the lab's env settings only when they differ from defaults.
 lab_cmd() {
   local v out=""
-  for v in FNP_LAB_PREFIX FNP_LAB_STATE FNP_LAB_NET; do [[ -n "${!v:-}" ]] && out+="$v=${!v} "; done
+  for v in FNP_LAB_PREFIX FNP_LAB_STATE FNP_LAB_NET; do [[ -n "${!v:-}" ]] && out+="$v=$(printf %q "${!v}") "; done
   echo "${out}scripts/swarm-lab.sh"
 }
+
+# swarm-lab.sh up would remove a lab that is already up; a demo must not destroy someone's lab.
+state="${FNP_LAB_STATE:-/tmp/fnp-lab}"
+if [[ -e "$state" ]] || ip netns list 2>/dev/null | grep -qE "^${FNP_LAB_PREFIX:-fnp}(-infra|[0-9]+)( |$)"; then
+  die "a lab is already up ($state, netns ${FNP_LAB_PREFIX:-fnp}*): '$(lab_cmd) down' first, or choose another FNP_LAB_PREFIX, FNP_LAB_STATE and FNP_LAB_NET"
+fi
 
 LAB_UP=0
 teardown() {

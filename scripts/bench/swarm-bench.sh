@@ -60,6 +60,11 @@ for c in dockerd etcd busybox mmdebstrap nft dig nsenter python3; do
   command -v "$c" >/dev/null || die "missing command '$c' (apt-get install docker.io etcd-server etcd-client busybox-static mmdebstrap nftables dnsutils util-linux python3)"
 done
 
+# swarm-lab.sh up would remove a lab that is already up; a benchmark must not destroy someone's lab.
+if [[ -e "${FNP_LAB_STATE:-/tmp/fnp-lab}" ]] || ip netns list 2>/dev/null | grep -qE "^$PREFIX(-infra|[0-9]+)( |$)"; then
+  die "a lab is already up (${FNP_LAB_STATE:-/tmp/fnp-lab}, netns $PREFIX*): scripts/swarm-lab.sh down first, or choose another FNP_LAB_PREFIX, FNP_LAB_STATE and FNP_LAB_NET"
+fi
+
 LAB_UP=0
 teardown() {
   local rc=$?
