@@ -32,7 +32,7 @@ P="${FNP_PLUGIN:-flannel-np:bench}"
 IMAGE="${FNP_LAB_IMAGE:-fnp/busybox:latest}"
 REPS=5 STARTS=10 KEEP=0
 LIMIT=60           # seconds an event may take before it counts as a timeout
-RESULTS=$(mktemp -d /tmp/"$PREFIX"-swarm-bench.XXXXXX)
+RESULTS=""         # samples; made once the cleanup trap is set
 t_start=$SECONDS
 
 log() { printf '[%s] swarm-bench: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -74,13 +74,14 @@ teardown() {
     if (( KEEP )); then log "--keep: lab left up (scripts/swarm-lab.sh down)"
     elif ! "$LAB" down >/dev/null; then log "lab down did not restore the host"; rc=1; fi
   fi
-  rm -rf "$RESULTS"
+  [[ -z "$RESULTS" ]] || rm -rf "$RESULTS"
   log "$([[ $rc == 0 ]] && echo done || echo FAILED) in $((SECONDS - t_start)) s"
   exit "$rc"
 }
 trap teardown EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+RESULTS=$(mktemp -d /tmp/"$PREFIX"-swarm-bench.XXXXXX)
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
