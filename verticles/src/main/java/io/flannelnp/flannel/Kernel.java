@@ -191,7 +191,7 @@ public final class Kernel {
    * Docker sets the filter FORWARD policy to DROP and sends forwarded packets through its
    * DOCKER-USER chain first; an accept in our own nft table cannot override an iptables drop.
    * Keeps (present) or removes one ACCEPT rule each for packets into and out of flannel.*
-   * devices there; isolation has already dropped cross-network traffic at priority filter - 5.
+   * devices and one for packets between flannel-np bridges there; isolation has already dropped cross-network traffic at priority filter - 5.
    * Returns false, changing nothing, when there is no DOCKER-USER chain (no dockerd, or one with
    * iptables off); true when it changed a rule.
    */
@@ -205,9 +205,14 @@ public final class Kernel {
       return false;
     }
     boolean changed = false;
-    for (String dir : List.of("-i", "-o")) {
-      List<String> rule = List.of("DOCKER-USER", dir, "flannel.+", "-m", "comment", "--comment", "flannel-np",
-          "-j", "ACCEPT");
+    // br_netfilter (dockerd loads it) also sends frames bridged between two containers on one
+    // flannel-np bridge through FORWARD: without the third rule same-node traffic is dropped.
+    String bridges = Names.BRIDGE_PREFIX + "+";
+    for (List<String> match : List.of(List.of("-i", "flannel.+"), List.of("-o", "flannel.+"),
+        List.of("-i", bridges, "-o", bridges))) {
+      List<String> rule = new ArrayList<>(List.of("DOCKER-USER"));
+      rule.addAll(match);
+      rule.addAll(List.of("-m", "comment", "--comment", "flannel-np", "-j", "ACCEPT"));
       List<String> check = new ArrayList<>(base);
       check.add("-C");
       check.addAll(rule);
