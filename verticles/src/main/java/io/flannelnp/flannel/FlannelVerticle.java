@@ -352,8 +352,8 @@ public final class FlannelVerticle extends ReconcilerVerticle {
     // detached veths a crash (or a failed background delete) left, unless the reaper has them
     List<String> detached = new ArrayList<>();
     for (Link l : links.values()) {
-      if (Names.isDetached(l.name()) && !reaping.contains(l.name()) && !reaping.contains(l.peer())
-          && !detached.contains(l.peer())) {
+      if (Names.isDetached(l.name()) && !reaping.contains(l.name())
+          && (l.peer() == null || !reaping.contains(l.peer()) && !detached.contains(l.peer()))) {
         detached.add(l.name());
       }
     }
