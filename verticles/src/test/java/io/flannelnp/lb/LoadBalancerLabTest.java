@@ -463,6 +463,28 @@ class LoadBalancerLabTest {
     h.ok("/NetworkDriver.GetCapabilities", j());
   }
 
+  /**
+   * The node itself (a process in the host namespace, not in a container) connects to the VIP:
+   * the output chain sends it to the tasks on every host, TCP and UDP, every connection answered.
+   */
+  @Test
+  @Order(5)
+  void theNodeItselfReachesTheVipOnEveryHost() {
+    awaitBackends(tasks);
+    for (Host h : hosts.values()) {
+      // A real node has a default route, so connect() finds a route and the output hook DNATs
+      // before anything leaves; the lab hosts have none (nothing may go outside), so this host
+      // route for the VIP stands in for it. No packet takes it: every one is DNATed to a task.
+      lab.ns.ip(h.ns, "route", "replace", vipIp() + "/32", "dev", "eth0").ok();
+      LbPeers.Seen tcp = peers.connect(h.ns, "tcp", vipIp(), 80, 90);
+      assertThat(tcp.err()).as(h.name + " (host namespace) → VIP, TCP").isEmpty();
+      assertThat(tcp.byTask()).as(h.name + " reached the tasks on every host").containsOnlyKeys("B1", "B2", "B3");
+      LbPeers.Seen udp = peers.connect(h.ns, "udp", vipIp(), 80, 45);
+      assertThat(udp.err()).as(h.name + " (host namespace) → VIP, UDP").isEmpty();
+      assertThat(udp.byTask()).as(h.name + " reached the tasks on every host, UDP").containsOnlyKeys("B1", "B2", "B3");
+    }
+  }
+
   /** The handle of our table in {@code ns}: a full sync (delete + add table) changes it. */
   static long tableHandle(String ns) {
     String out = Netns.run("ip", "netns", "exec", ns, "nft", "-j", "list", "tables").ok().out();
