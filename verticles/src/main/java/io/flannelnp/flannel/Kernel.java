@@ -285,7 +285,7 @@ public final class Kernel {
       commands.add("link show dev " + ifname(n));
     }
     for (int attempt = 1; ; attempt++) {
-      SessionResult r = ipSession(commands, true);
+      SessionResult r = ipSession(commands);
       Map<String, String> found = new java.util.LinkedHashMap<>();
       boolean stale = r.ended();
       for (int i = 0; i < names.size() && !stale; i++) {
@@ -311,10 +311,12 @@ public final class Kernel {
   /**
    * Applies these {@code ip} lines like {@link #ipBatch}, but with {@link #keepWarm()} on in the
    * long-lived session, and going on past a failing line ({@code -force}): the exception names the
-   * first one that failed. For callers that undo a failed change as a whole anyway.
+   * first one that failed. For callers that undo a failed change as a whole anyway. The lines may
+   * only name links just looked up with {@link #ipLinks} (or links they create): the session's
+   * name cache is right for those.
    */
   public Applied ipApply(List<String> lines) throws KernelException {
-    SessionResult r = ipSession(lines, false);
+    SessionResult r = ipSession(lines);
     if (r.ended() || r.errors().stream().anyMatch(java.util.Objects::nonNull)) {
       throw r.failure(r.firstError());
     }
@@ -350,7 +352,7 @@ public final class Kernel {
     }
   }
 
-  private SessionResult ipSession(List<String> lines, boolean readOnly) throws KernelException {
+  private SessionResult ipSession(List<String> lines) throws KernelException {
     if (lines == null || lines.isEmpty()) {
       throw new IllegalArgumentException("empty ip batch");
     }
@@ -399,10 +401,13 @@ public final class Kernel {
         session = null;
         throw e;
       }
-      // `ip` caches name → index: after a rename or delete, or any error, a fresh process is
-      // the only one whose names are right (ifindexes are never reused, so a stale entry fails,
-      // it does not hit another link)
-      if (r.ended() || r.firstError() >= 0 || !readOnly && lines.stream().anyMatch(IpSession::forgets)) {
+      // `ip` caches name → ifindex for its lifetime. ifindexes are never reused, so a stale entry
+      // (a link deleted or renamed since) makes a show fail or name another link, which
+      // ipLinks detects and retries in a fresh session. After a clean ipLinks of some names
+      // the session resolves exactly those names right, so a write that only uses names just
+      // read (or new ones) is safe: callers read, then write, on one thread. After an error the
+      // session's state is unknown: a fresh one.
+      if (r.ended() || r.firstError() >= 0) {
         IpSession old = session;
         session = null;
         PUMPS.submit(old::close); // its exit is not this call's business
@@ -435,10 +440,6 @@ public final class Kernel {
   private static final class IpSession {
     static final String MARKER = "link show dev lo";
 
-    /** Whether a line leaves the session's name cache wrong (a rename or a delete). */
-    static boolean forgets(String line) {
-      return line.contains(" name ") && line.startsWith("link set") || line.startsWith("link del");
-    }
     private static final java.util.concurrent.ScheduledExecutorService WATCHDOG =
         Executors.newSingleThreadScheduledExecutor(r -> {
           Thread t = new Thread(r, "kernel-ip-session-watchdog");
