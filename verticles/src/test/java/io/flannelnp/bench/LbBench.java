@@ -165,9 +165,11 @@ public final class LbBench {
       System.out.println();
       System.out.println("load average at the end of part 1: " + rep.loadedFull + "; now: "
           + Files.readString(Path.of("/proc/loadavg")).strip());
-      System.out.printf(Locale.ROOT, "goals: %d services fully synced < 1 s: %s (%.3f s); single update p99 < 10 ms: %s "
-              + "(kernel %.2f ms, whole pass %.2f ms)%n", big, rep.full.getOrDefault(big, 99.0) < 1 ? "met" : "MISSED",
-          rep.full.getOrDefault(big, Double.NaN), rep.updateP99 < 10 ? "met" : "MISSED", rep.updateP99, rep.passP99);
+      // the goal is end to end in the plane (issue 5), not the kernel transaction alone
+      System.out.printf(Locale.ROOT, "goals: %d services fully synced < 1 s: %s (%.3f s); single update p99 < 10 ms "
+              + "in the plane: %s (plane %.2f ms, of which the kernel transaction %.2f ms)%n", big,
+          rep.full.getOrDefault(big, 99.0) < 1 ? "met" : "MISSED", rep.full.getOrDefault(big, Double.NaN),
+          rep.passP99 < 10 ? "met" : "MISSED", rep.passP99, rep.updateP99);
     }
   }
 
