@@ -72,10 +72,9 @@ command -v ip >/dev/null && command -v bridge >/dev/null || { echo "flannel-benc
   || { echo "flannel-bench: etcd not found (apt-get install etcd-server)" >&2; exit 1; }
 
 cd "$ROOT"
-echo "flannel-bench: compiling (the core module installed to ~/.m2, the daemon module and its tests)..."
+echo "flannel-bench: compiling (both modules through the reactor; nothing is installed to ~/.m2)..."
 build() {
-  mvn -B -q "$@" -pl src -DskipTests install \
-    && mvn -B -q "$@" -pl verticles test-compile dependency:build-classpath -Dmdep.outputFile=target/bench-cp.txt
+  mvn -B -q "$@" -pl verticles -am test-compile dependency:build-classpath -Dmdep.outputFile=target/bench-cp.txt
 }
 build -o || { echo "flannel-bench: offline build failed; retrying online" >&2; build; }
 

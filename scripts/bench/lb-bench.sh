@@ -17,12 +17,14 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 [[ $(id -u) -eq 0 ]] || { echo "lb-bench.sh needs root (network namespaces, nftables)" >&2; exit 1; }
 if [[ "${SKIP_BUILD:-}" != 1 ]]; then
-  mvn -B -q -o install -DskipTests
-  mvn -B -q -o -pl verticles test-compile
+  mvn -B -q -o -pl verticles -am test-compile
 fi
 work=$(mktemp -d /tmp/lb-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-mvn -B -q -o -pl verticles dependency:build-classpath -Dmdep.outputFile="$work/cp" -Dmdep.includeScope=test >/dev/null
+# through the reactor: the core module's classes come from src/target, nothing is installed to ~/.m2
+mvn -B -q -o -pl verticles -am dependency:build-classpath -Dmdep.outputFile="$work/cp" -Dmdep.includeScope=test >/dev/null
+cp -r src/target/classes "$work/core-classes"
+sed -i "s#$PWD/src/target/classes#$work/core-classes#" "$work/cp"
 # a private copy of the classes: a concurrent build in this tree must not pull them away mid-run
 cp -r verticles/target/classes "$work/classes"
 cp -r verticles/target/test-classes "$work/test-classes"

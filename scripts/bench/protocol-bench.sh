@@ -12,7 +12,8 @@ case "$OPS$JOINS" in *[!0-9]*|'') echo "protocol-bench: OPS and JOINS must be nu
 [ "$(id -u)" -eq 0 ] || { echo "protocol-bench: needs root (it creates a network namespace)" >&2; exit 1; }
 cd "$ROOT"
 echo "protocol-bench: compiling..."
-build() { mvn -B -q "$@" install -DskipTests && mvn -B -q "$@" -pl verticles test-compile dependency:build-classpath -Dmdep.outputFile=target/cp.txt; }
+# through the reactor (the core module's classes, not a copy installed to the shared ~/.m2)
+build() { mvn -B -q "$@" -pl verticles -am test-compile dependency:build-classpath -Dmdep.outputFile=target/cp.txt; }
 build -o || build
 CP="verticles/target/classes:verticles/target/test-classes:src/target/test-classes:$(cat verticles/target/cp.txt)"
 java -cp "$CP" -Dbench.ops="$OPS" -Dbench.joins="$JOINS" io.flannelnp.bench.ProtocolBench

@@ -76,7 +76,12 @@ import java.util.logging.Logger;
  *   <li>{@link EnsureNetwork}: bridge {@link Names#bridge} (stp off, MTU = uplink MTU − 50, the
  *       gateway address as its only IPv4 address, up), changing only what differs.</li>
  *   <li>{@link AttachEndpoint}: one veth pair in one {@code ip -batch}; a failed batch is undone.</li>
- *   <li>{@link DetachEndpoint}, {@link RemoveNetwork}: deletions; what is missing is success.</li>
+ *   <li>{@link DetachEndpoint}: the pair is set down, taken off the bridge and renamed
+ *       ({@link Names#detached}) in one batch, so the endpoint is gone and its names are free when
+ *       the answer goes; the kernel's delete (~20 ms of RCU waiting per device) follows on a
+ *       background thread, and every full pass deletes detached veths a crash left. If that
+ *       batch fails, the pair is deleted before the answer instead.</li>
+ *   <li>{@link RemoveNetwork}: deletions; what is missing is success.</li>
  * </ul>
  *
  * Kernel work runs in {@code vertx.executeBlocking(…, ordered=true)}, so passes and requests are
@@ -119,6 +124,10 @@ public final class FlannelVerticle extends ReconcilerVerticle {
   private final VxlanPlan.Cache leaseCache = new VxlanPlan.Cache();
   private int failures;
   private boolean retryPending;
+  /** Deletes detached veths off the request path (one thread: deletions never pile up in parallel). */
+  private java.util.concurrent.ExecutorService reaper;
+  /** Detached veths the reaper has yet to delete; a full pass leaves these to it. */
+  private final Set<String> reaping = ConcurrentHashMap.newKeySet();
 
   public FlannelVerticle(Config config, EtcdSchema schema) {
     this(config, schema, Kernel.current());
@@ -150,6 +159,11 @@ public final class FlannelVerticle extends ReconcilerVerticle {
         m -> serve(m, DetachEndpoint.class, this::detachEndpoint));
     vertx.eventBus().<RemoveNetwork>consumer(Addresses.FLANNEL_NETWORK_REMOVE,
         m -> serve(m, RemoveNetwork.class, this::removeNetwork));
+    reaper = java.util.concurrent.Executors.newSingleThreadExecutor(r -> {
+      Thread t = new Thread(r, "flannel-veth-reaper");
+      t.setDaemon(true);
+      return t;
+    });
     kernel.keepWarm(); // a batch then costs the tool's work, not its start (see Kernel#keepWarm)
     return Future.succeededFuture();
   }
@@ -158,6 +172,10 @@ public final class FlannelVerticle extends ReconcilerVerticle {
   protected Future<?> stopPlane() {
     // kernel state stays; only the waiting tool processes go
     return vertx.executeBlocking(() -> {
+      reaper.shutdown(); // pending deletions finish first: a stopped plane leaves no detached veth
+      if (!reaper.awaitTermination(10, java.util.concurrent.TimeUnit.SECONDS)) {
+        LOG.warning("detached veths " + reaping + " were not deleted within 10 s; the next start deletes them");
+      }
       kernel.release();
       return null;
     }, false);
@@ -329,6 +347,22 @@ public final class FlannelVerticle extends ReconcilerVerticle {
       }
       stale.add("link del dev " + l.name());
       staleFids.add(fid);
+    }
+
+    // detached veths a crash (or a failed background delete) left, unless the reaper has them
+    List<String> detached = new ArrayList<>();
+    for (Link l : links.values()) {
+      if (Names.isDetached(l.name()) && !reaping.contains(l.name())
+          && (l.peer() == null || !reaping.contains(l.peer()) && !detached.contains(l.peer()))) {
+        detached.add(l.name());
+      }
+    }
+    if (!detached.isEmpty()) {
+      try {
+        deleteAll(detached.stream().map(n -> "link del dev " + n).toList(), detached);
+      } catch (KernelException e) {
+        errors.add(e);
+      }
     }
 
     int lines = 0;
@@ -821,7 +855,7 @@ public final class FlannelVerticle extends ReconcilerVerticle {
     String alias = VETH_ALIAS + req.endpointId();
     ensured.put(req.flannelId(), System.nanoTime());
     return () -> {
-      Map<String, Link> links = links();
+      Map<String, Link> links = links(bridge, host, cont);
       Link b = links.get(bridge);
       if (b == null) {
         throw new Refused(Failure.NOT_FOUND, "network " + req.flannelId()
@@ -850,7 +884,7 @@ public final class FlannelVerticle extends ReconcilerVerticle {
       lines.add("link set dev " + host + " type bridge_slave hairpin on");
       lines.add("link set dev " + host + " up");
       try {
-        apply(lines);
+        applyFast(lines);
       } catch (KernelException e) {
         undo(List.of(host, cont));
         throw new Refused(Failure.INTERNAL, "could not create the veth pair of endpoint " + req.endpointId()
@@ -903,7 +937,7 @@ public final class FlannelVerticle extends ReconcilerVerticle {
     }
     if (!lines.isEmpty()) {
       try {
-        apply(lines);
+        applyFast(lines);
       } catch (KernelException e) {
         undo(List.of(host, cont));
         throw new Refused(Failure.INTERNAL, "could not repair the veth pair of endpoint " + req.endpointId()
@@ -924,7 +958,7 @@ public final class FlannelVerticle extends ReconcilerVerticle {
     String cont = Names.containerVeth(req.endpointId());
     String alias = VETH_ALIAS + req.endpointId();
     return () -> {
-      Map<String, Link> links = links();
+      Map<String, Link> links = links(host, cont);
       Link h = links.get(host);
       Link c = links.get(cont);
       if (h != null && !"veth".equals(h.kind())) {
@@ -935,19 +969,66 @@ public final class FlannelVerticle extends ReconcilerVerticle {
         throw new Refused(Failure.CONFLICT, "veth " + host + " belongs to endpoint "
             + h.alias().substring(VETH_ALIAS.length()) + ", not " + req.endpointId() + "; left alone");
       }
-      List<String> lines = new ArrayList<>();
-      if (h != null) {
-        lines.add("link del dev " + host); // takes its peer along, wherever it is
-      }
-      if (c != null && (h == null || !cont.equals(h.peer()))) {
-        lines.add("link del dev " + cont);
-      }
-      if (lines.isEmpty()) {
+      if (h == null && c == null) {
         return new Ack("endpoint " + req.endpointId() + " has no veth pair on this node");
       }
-      deleteAll(lines, List.of(host, cont));
-      return new Ack("deleted the veth pair " + host + "/" + cont + " of endpoint " + req.endpointId());
+      // take it out of the network and free its names now; the slow delete runs in the background
+      List<String> lines = new ArrayList<>();
+      List<String> toDelete = new ArrayList<>();
+      if (h != null) {
+        String z = Names.detached();
+        lines.add("link set dev " + host + " down");
+        lines.add("link set dev " + host + " nomaster name " + z);
+        toDelete.add(z); // takes its peer along, wherever it is
+      }
+      if (c != null) {
+        String z = Names.detached();
+        lines.add("link set dev " + cont + " down");
+        lines.add("link set dev " + cont + " name " + z);
+        if (h == null || !cont.equals(h.peer())) {
+          toDelete.add(z);
+        }
+      }
+      try {
+        applyFast(lines);
+      } catch (KernelException e) {
+        // all or nothing: delete now whatever of the pair is still there, under either name
+        List<String> names = new ArrayList<>(List.of(host, cont));
+        names.addAll(lines.stream().filter(l -> l.contains(" name ")).map(l -> l.substring(l.lastIndexOf(' ') + 1)).toList());
+        Map<String, Link> now = links(names.toArray(String[]::new));
+        // -force: a peer that went with its pair fails its line; deleteAll checks what is left
+        List<String> del = now.keySet().stream().map(n -> "link del dev " + n).toList();
+        if (!del.isEmpty()) {
+          deleteAll(del, names);
+        }
+        return new Ack("deleted the veth pair " + host + "/" + cont + " of endpoint " + req.endpointId());
+      }
+      reap(toDelete);
+      return new Ack("detached the veth pair " + host + "/" + cont + " of endpoint " + req.endpointId()
+          + "; it is deleted in the background");
     };
+  }
+
+  /** Deletes detached veths on the reaper thread; a failure is left to the next full pass. */
+  private void reap(List<String> names) {
+    if (names.isEmpty()) {
+      return;
+    }
+    reaping.addAll(names);
+    List<String> lines = names.stream().map(n -> "link del dev " + n).toList();
+    try {
+      reaper.execute(() -> {
+        try {
+          deleteAll(lines, names);
+        } catch (KernelException | RuntimeException e) {
+          LOG.warning("deleting detached veths " + names + " failed (the next full pass retries): " + e.getMessage());
+        } finally {
+          reaping.removeAll(names);
+        }
+      });
+    } catch (java.util.concurrent.RejectedExecutionException e) {
+      reaping.removeAll(names); // stopping: the next start's full pass deletes them
+    }
   }
 
   // ---- RemoveNetwork ---------------------------------------------------------------------------
@@ -987,7 +1068,7 @@ public final class FlannelVerticle extends ReconcilerVerticle {
     try {
       apply(lines, true);
     } catch (KernelException e) {
-      Map<String, Link> after = links();
+      Map<String, Link> after = links(names.toArray(String[]::new));
       if (names.stream().anyMatch(after::containsKey)) {
         throw e;
       }
@@ -997,7 +1078,7 @@ public final class FlannelVerticle extends ReconcilerVerticle {
   /** Best-effort clean-up after a failed batch: deletes whichever of these links exist now. */
   private void undo(List<String> names) {
     try {
-      Map<String, Link> now = links();
+      Map<String, Link> now = links(names.toArray(String[]::new));
       List<String> lines = new ArrayList<>();
       for (String n : names) {
         if (now.containsKey(n)) {
@@ -1016,6 +1097,21 @@ public final class FlannelVerticle extends ReconcilerVerticle {
     return apply(lines, false);
   }
 
+  /**
+   * The hot path's batches (Join, DeleteEndpoint): in the Kernel's long-lived ip session, going on
+   * past a failing line; every caller undoes a failed change as a whole.
+   */
+  private Applied applyFast(List<String> lines) throws KernelException {
+    try {
+      Applied a = kernel.ipApply(lines);
+      publish(new Observed.KernelBatch(plane(), a.tool(), a.text(), true, "", a.micros(), NO_REVISION));
+      return a;
+    } catch (KernelException e) {
+      publish(new Observed.KernelBatch(plane(), e.tool(), e.text(), false, e.getMessage(), e.micros(), NO_REVISION));
+      throw e;
+    }
+  }
+
   /** Runs one {@code ip} batch and publishes it, applied or failed, as a KernelBatch. */
   private Applied apply(List<String> lines, boolean force) throws KernelException {
     try {
@@ -1032,6 +1128,19 @@ public final class FlannelVerticle extends ReconcilerVerticle {
     LOG.log(batch.ok() ? Level.FINE : Level.WARNING, () -> "flannel " + batch.tool() + " batch in " + kernel.where()
         + (batch.ok() ? " applied" : " failed: " + batch.error()) + "\n" + batch.text());
     vertx.eventBus().publish(Addresses.KERNEL_BATCH, batch);
+  }
+
+  /** These links by name (those that exist), from one warm `ip -batch` instead of a dump. */
+  private Map<String, Link> links(String... names) throws KernelException {
+    Map<String, Link> out = new LinkedHashMap<>();
+    for (Map.Entry<String, String> e : kernel.ipLinks(List.of(names)).entrySet()) {
+      for (Object o : parse(e.getValue(), "ip -d link show dev " + e.getKey())) {
+        if (o instanceof JsonObject j && e.getKey().equals(j.getString("ifname"))) {
+          out.put(e.getKey(), Link.of(j));
+        }
+      }
+    }
+    return out;
   }
 
   /** Every link of the namespace by name, with what these requests look at. */

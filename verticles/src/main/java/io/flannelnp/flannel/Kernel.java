@@ -314,6 +314,333 @@ public final class Kernel {
     return readBatch("ip", argv, commands, options);
   }
 
+  /**
+   * The JSON array text of each of these links that exists, by name ({@code ip -d -json link show
+   * dev NAME} each); a link that does not exist is left out. The hot paths (Join, DeleteEndpoint)
+   * look at two or three links, where a dump of every link grows with the node's containers.
+   * With {@link #keepWarm()} on, the long-lived {@code ip} session answers (no process start).
+   */
+  public Map<String, String> ipLinks(List<String> names) throws KernelException {
+    if (names == null || names.isEmpty()) {
+      throw new IllegalArgumentException("no link names to show");
+    }
+    List<String> commands = new ArrayList<>();
+    for (String n : names) {
+      commands.add("link show dev " + ifname(n));
+    }
+    for (int attempt = 1; ; attempt++) {
+      SessionResult r = ipSession(commands);
+      Map<String, String> found = new java.util.LinkedHashMap<>();
+      boolean stale = r.ended();
+      for (int i = 0; i < names.size() && !stale; i++) {
+        String err = r.errors().get(i);
+        if (err == null) {
+          // `ip` resolves a name through its cache: a link renamed since shows under its new name
+          stale = !r.outputs().get(i).contains("\"ifname\":\"" + names.get(i) + "\"");
+          found.put(names.get(i), r.outputs().get(i));
+        } else if (!err.contains("Device \"" + names.get(i) + "\" does not exist")) {
+          stale = true;
+        }
+      }
+      if (!stale) {
+        return found;
+      }
+      if (attempt == 2) {
+        throw r.failure(r.firstError());
+      }
+      // a stale name cache (a link deleted or renamed behind the session): ask a fresh one
+    }
+  }
+
+  /**
+   * Applies these {@code ip} lines like {@link #ipBatch}, but with {@link #keepWarm()} on in the
+   * long-lived session, and going on past a failing line ({@code -force}): the exception names the
+   * first one that failed. For callers that undo a failed change as a whole anyway. The lines may
+   * only name links just looked up with {@link #ipLinks} (or links they create): the session's
+   * name cache is right for those.
+   */
+  public Applied ipApply(List<String> lines) throws KernelException {
+    SessionResult r = ipSession(lines);
+    if (r.ended() || r.errors().stream().anyMatch(java.util.Objects::nonNull)) {
+      throw r.failure(r.firstError());
+    }
+    return new Applied("ip", String.join("\n", lines) + "\n", r.micros());
+  }
+
+  /**
+   * What a session call left: per line its JSON output (show commands) and its error text, or
+   * null; {@code ended}: the process exited before the marker ({@code ip} exits on some errors,
+   * such as a name its cache maps to a link that is gone), so lines without an error may or may
+   * not have been applied.
+   */
+  record SessionResult(Kernel kernel, List<String> lines, List<String> outputs, List<String> errors, String stderr,
+      boolean ended, long micros) {
+    int firstError() {
+      for (int i = 0; i < errors.size(); i++) {
+        if (errors.get(i) != null) {
+          return i;
+        }
+      }
+      return -1;
+    }
+
+    /** The failure of line i (index), or of the batch as a whole when i < 0. */
+    KernelException failure(int i) {
+      String text = String.join("\n", lines) + "\n";
+      if (i < 0) {
+        return new KernelException("ip", kernel.where(), text, 0, null,
+            (ended ? "ip exited half-way: " : "ip failed: ") + (stderr.isBlank() ? "no error text" : stderr), 1, micros,
+            false);
+      }
+      return new KernelException("ip", kernel.where(), text, i + 1, lines.get(i), errors.get(i), 1, micros, false);
+    }
+  }
+
+  private SessionResult ipSession(List<String> lines) throws KernelException {
+    if (lines == null || lines.isEmpty()) {
+      throw new IllegalArgumentException("empty ip batch");
+    }
+    for (String line : lines) {
+      if (line == null || !BATCH_LINE.matcher(line).matches() || line.endsWith(" dev lo")) {
+        throw new IllegalArgumentException("ip batch line " + Names.quote(line)
+            + " holds characters other than A-Z a-z 0-9 space . _ : / @ , = + - (or names lo)");
+      }
+    }
+    if (!warm || tools.containsKey("ip")) {
+      return oneShot(lines); // (a test's stand-in ip reads its whole input first)
+    }
+    synchronized (sessionLock) {
+      if (session == null || !session.alive()) {
+        if (session != null) {
+          session.close();
+        }
+        String exe = resolve("ip");
+        if (exe == null) {
+          throw new KernelException("ip", where(), String.join("\n", lines), 0, null,
+              "ip not found on PATH or in " + TOOL_DIRS + " (install iproute2)", -1, 0, true);
+        }
+        List<String> argv = new ArrayList<>(List.of(exe));
+        netns.ifPresent(n -> argv.addAll(List.of("-n", n)));
+        argv.addAll(List.of("-d", "-json", "-force", "-batch", "-"));
+        // a waiting one from the standby pool if there is one; a new one waits for the next
+        Process p = null;
+        java.util.Deque<Process> q = standby.get(argv);
+        while (q != null && p == null && !q.isEmpty()) {
+          Process w = q.pollFirst();
+          p = w != null && w.isAlive() ? w : null;
+        }
+        try {
+          session = new IpSession(p != null ? p : start(argv));
+        } catch (IOException e) {
+          throw new KernelException("ip", where(), String.join("\n", lines), 0, null,
+              "cannot start " + exe + ": " + e.getMessage(), -1, 0, true);
+        }
+        prespawn(argv);
+      }
+      SessionResult r;
+      try {
+        r = session.call(this, lines);
+      } catch (KernelException e) {
+        session.close(); // its state is unknown now: the next call starts a fresh one
+        session = null;
+        throw e;
+      }
+      // `ip` caches name → ifindex for its lifetime. ifindexes are never reused, so a stale entry
+      // (a link deleted or renamed since) makes a show fail or name another link, which
+      // ipLinks detects and retries in a fresh session. After a clean ipLinks of some names
+      // the session resolves exactly those names right, so a write that only uses names just
+      // read (or new ones) is safe: callers read, then write, on one thread. After an error the
+      // session's state is unknown: a fresh one.
+      if (r.ended() || r.firstError() >= 0) {
+        IpSession old = session;
+        session = null;
+        PUMPS.submit(old::close); // its exit is not this call's business
+      }
+      return r;
+    }
+  }
+
+  /** Without a session: one {@code ip -force -batch} process, the result read the same way. */
+  private SessionResult oneShot(List<String> lines) throws KernelException {
+    List<String> argv = new ArrayList<>(List.of("ip"));
+    netns.ifPresent(n -> argv.addAll(List.of("-n", n)));
+    argv.addAll(List.of("-d", "-json", "-force", "-batch", "-"));
+    List<String> withMarker = new ArrayList<>(lines);
+    withMarker.add(IpSession.MARKER);
+    Result r = run("ip", argv, String.join("\n", withMarker) + "\n");
+    return IpSession.split(this, lines, 1, List.of(r.stdout.split("\n")), r.stderr, r.micros, false);
+  }
+
+  private final Object sessionLock = new Object();
+  private IpSession session;
+
+  /**
+   * One long-lived {@code ip -d -json -force -batch -}: a call writes its lines and a marker
+   * ({@code link show dev lo}, which every namespace has); in -json mode {@code ip} flushes each
+   * show's output, so the marker's line on stdout means every line before it is done, and their
+   * errors are on stderr by then (written first, unbuffered). Round trip: tens of microseconds,
+   * where starting a process costs milliseconds, far more when the machine is loaded.
+   */
+  private static final class IpSession {
+    static final String MARKER = "link show dev lo";
+
+    private static final java.util.concurrent.ScheduledExecutorService WATCHDOG =
+        Executors.newSingleThreadScheduledExecutor(r -> {
+          Thread t = new Thread(r, "kernel-ip-session-watchdog");
+          t.setDaemon(true);
+          return t;
+        });
+    private final Process process;
+    private final OutputStream in;
+    private final InputStream out;
+    private final InputStream err;
+    private final byte[] buf = new byte[1 << 16];
+    private final ByteArrayOutputStream pending = new ByteArrayOutputStream();
+    /** Lines the process has read so far: its "Command failed -:N" counts from the first ever. */
+    private int lineNo;
+
+    IpSession(Process p) {
+      this.process = p;
+      this.in = p.getOutputStream();
+      this.out = p.getInputStream();
+      this.err = p.getErrorStream();
+    }
+
+    boolean alive() {
+      return process.isAlive();
+    }
+
+    SessionResult call(Kernel k, List<String> lines) throws KernelException {
+      long t0 = System.nanoTime();
+      String text = String.join("\n", lines) + "\n" + MARKER + "\n";
+      java.util.concurrent.ScheduledFuture<?> kill = WATCHDOG.schedule(process::destroyForcibly,
+          TIMEOUT.toMillis(), TimeUnit.MILLISECONDS);
+      List<String> got = new ArrayList<>();
+      boolean ended = false;
+      try {
+        in.write(text.getBytes(StandardCharsets.UTF_8));
+        in.flush();
+        while (true) {
+          String line = readLine();
+          if (line == null) {
+            ended = true;
+            break;
+          }
+          got.add(line);
+          if (line.contains("\"ifname\":\"lo\"")) {
+            break;
+          }
+        }
+      } catch (IOException e) {
+        throw new KernelException("ip", k.where(), text, 0, null, "the ip session failed: " + e.getMessage()
+            + (process.isAlive() ? "" : " (killed after " + TIMEOUT.toSeconds() + " s or exited)"), -1, micros(t0), true);
+      } finally {
+        kill.cancel(false);
+      }
+      int base = lineNo + 1;
+      lineNo += lines.size() + 1;
+      String stderr;
+      try {
+        stderr = drainAvailable();
+      } catch (IOException e) {
+        stderr = "";
+      }
+      if (ended) {
+        try {
+          process.waitFor(2, TimeUnit.SECONDS); // the rest of its stderr
+          stderr += drainAvailable();
+        } catch (IOException | InterruptedException e) {
+          // what we have
+        }
+      }
+      return split(k, lines, base, got, stderr, micros(t0), ended);
+    }
+
+    /**
+     * Per line: its output and its error. Errors come from "Command failed -:N" (N counted from
+     * {@code base} for this call's first line), the text before each belonging to that line; each
+     * successful show printed one line, in order, and the marker's is the last.
+     */
+    static SessionResult split(Kernel k, List<String> lines, int base, List<String> stdout, String stderr,
+        long micros, boolean ended) {
+      String[] errors = new String[lines.size()];
+      Matcher m = IP_FAILED_LINE.matcher(stderr);
+      int from = 0;
+      while (m.find()) {
+        int n = Integer.parseInt(m.group(1)) - base;
+        String why = stderr.substring(from, m.start()).strip();
+        from = m.end();
+        if (n >= 0 && n < lines.size()) {
+          errors[n] = why.isEmpty() ? "failed" : why;
+        }
+      }
+      List<String> outs = new ArrayList<>();
+      for (String s : stdout) {
+        if (!s.isBlank()) {
+          outs.add(s.strip());
+        }
+      }
+      String[] outputs = new String[lines.size()];
+      int j = 0;
+      for (int i = 0; i < lines.size(); i++) {
+        if (errors[i] == null && lines.get(i).contains(" show") && j < outs.size() - 1) {
+          outputs[i] = outs.get(j++);
+        }
+      }
+      boolean markerSeen = !outs.isEmpty() && outs.get(outs.size() - 1).contains("\"ifname\":\"lo\"");
+      return new SessionResult(k, lines, java.util.Arrays.asList(outputs), java.util.Arrays.asList(errors), stderr,
+          ended || !markerSeen || j != outs.size() - 1, micros);
+    }
+
+    private String readLine() throws IOException {
+      while (true) {
+        byte[] b = pending.toByteArray();
+        for (int i = 0; i < b.length; i++) {
+          if (b[i] == '\n') {
+            pending.reset();
+            pending.write(b, i + 1, b.length - i - 1);
+            return new String(b, 0, i, StandardCharsets.UTF_8);
+          }
+        }
+        int n = out.read(buf);
+        if (n < 0) {
+          return null;
+        }
+        pending.write(buf, 0, n);
+      }
+    }
+
+    private String drainAvailable() throws IOException {
+      StringBuilder b = new StringBuilder();
+      int n;
+      while ((n = err.available()) > 0) {
+        byte[] chunk = new byte[n];
+        int r = err.read(chunk);
+        if (r <= 0) {
+          break;
+        }
+        b.append(new String(chunk, 0, r, StandardCharsets.UTF_8));
+      }
+      return b.toString();
+    }
+
+    void close() {
+      try {
+        in.close();
+      } catch (IOException ignored) {
+        // gone
+      }
+      try {
+        if (!process.waitFor(2, TimeUnit.SECONDS)) {
+          process.destroyForcibly();
+        }
+      } catch (InterruptedException e) {
+        process.destroyForcibly();
+        Thread.currentThread().interrupt();
+      }
+    }
+  }
+
   /** {@code bridge [-netns NS] -json -batch -} with read-only commands ("fdb show dev X", …). */
   public List<String> bridgeJsonBatch(List<String> commands) throws KernelException {
     List<String> argv = new ArrayList<>(List.of("bridge"));
@@ -459,6 +786,12 @@ public final class Kernel {
   /** Ends the waiting processes of {@link #keepWarm()} (their stdin is closed: they exit). */
   public void release() {
     warm = false;
+    synchronized (sessionLock) {
+      if (session != null) {
+        session.close();
+        session = null;
+      }
+    }
     List<Process> all = new ArrayList<>();
     for (List<String> k : List.copyOf(standby.keySet())) {
       java.util.Deque<Process> q = standby.remove(k);

@@ -17,7 +17,13 @@ import java.util.regex.Pattern;
  * endpoint, host side   "fnph" + first 11 chars of the endpoint ID fnph0123456789a   (15 chars)
  * endpoint, container   "fnpc" + first 11 chars of the endpoint ID fnpc0123456789a   (15 chars)
  * VXLAN device          "flannel." + VNI (Flannel's own name)      flannel.6515
+ * detached veth         "fnpz" + 11 random [0-9a-z]                fnpz0k3m9q2x7ab   (15 chars)
  * </pre>
+ *
+ * A detached veth is one DeleteEndpoint took off its bridge, set down and renamed so its
+ * endpoint's names are free at once; it is deleted in the background (the kernel's delete of a
+ * net device waits ~20 ms for RCU) and by every full pass. "z" is not hex, so it never looks like
+ * a bridge.
  *
  * <ul>
  *   <li>The bridge hashes the flannel ID instead of truncating it (the old plugin's
@@ -42,6 +48,7 @@ public final class Names {
   public static final String HOST_VETH_PREFIX = "fnph";
   public static final String CONTAINER_VETH_PREFIX = "fnpc";
   public static final String VXLAN_PREFIX = "flannel.";
+  public static final String DETACHED_PREFIX = "fnpz";
 
   /** Largest VNI whose device name fits 15 characters. */
   public static final int MAX_VXLAN_NAME_VNI = 9_999_999;
@@ -51,6 +58,8 @@ public final class Names {
   private static final Pattern BRIDGE = Pattern.compile("fnp[0-9a-f]{12}");
   private static final Pattern HOST_VETH = Pattern.compile("fnph[A-Za-z0-9]{11}");
   private static final Pattern CONTAINER_VETH = Pattern.compile("fnpc[A-Za-z0-9]{11}");
+  private static final Pattern DETACHED = Pattern.compile("fnpz[0-9a-z]{11}");
+  private static final java.security.SecureRandom RANDOM = new java.security.SecureRandom();
 
   /** The bridge of a network on this node: {@code fnp} + 12 hex of SHA-1(flannelId). */
   public static String bridge(String flannelId) {
@@ -65,6 +74,19 @@ public final class Names {
   /** The container side of an endpoint's veth pair (Docker moves it into the sandbox). */
   public static String containerVeth(String endpointId) {
     return CONTAINER_VETH_PREFIX + requireEndpointId(endpointId).substring(0, 11);
+  }
+
+  /** A fresh name for a detached veth waiting to be deleted. */
+  public static String detached() {
+    StringBuilder b = new StringBuilder(DETACHED_PREFIX);
+    for (int i = 0; i < 11; i++) {
+      b.append(Character.forDigit(RANDOM.nextInt(36), 36));
+    }
+    return b.toString();
+  }
+
+  public static boolean isDetached(String name) {
+    return name != null && DETACHED.matcher(name).matches();
   }
 
   /** Flannel's VXLAN device of a network. */

@@ -56,7 +56,13 @@ final class Conntrack {
     int n = 0;
     for (Gone g : gone) {
       List<String> argv = new ArrayList<>();
-      netns.ifPresent(ns -> argv.addAll(List.of("ip", "netns", "exec", Kernel.netnsName(ns))));
+      // nsenter enters only the network namespace; `ip netns exec` also builds a mount namespace
+      // and remounts /sys, which costs far more than the conntrack call itself
+      netns.ifPresent(ns -> {
+        String nsenter = Kernel.resolve("nsenter");
+        argv.addAll(nsenter != null ? List.of(nsenter, "--net=/var/run/netns/" + Kernel.netnsName(ns))
+            : List.of("ip", "netns", "exec", Kernel.netnsName(ns)));
+      });
       argv.addAll(List.of(tool, "-D", "-p", "udp", "--orig-dst", Kernel.ipv4(g.vip()), "--reply-src",
           Kernel.ipv4(g.task())));
       try {

@@ -21,6 +21,9 @@ import java.util.TreeSet;
  *   chain prerouting {                                             nat, dstnat (-100)
  *     ip daddr vmap @service-ips
  *   }
+ *   chain output {                                                 nat output, dstnat (-100)
+ *     ip daddr vmap @service-ips                                   the node's own connections
+ *   }
  *   chain pick-N {                                                 one per backend count N in use
  *     meta mark set meta mark | 0x2000 dnat ip to ip daddr . numgen random mod N map @backends
  *   }
@@ -55,6 +58,10 @@ import java.util.TreeSet;
  *       is reached through the interface the packet came in on ({@code fib daddr . iif oif}), and
  *       only still-marked connections are masqueraded (to the bridge's gateway address). A task
  *       on another node sees the client's own address: no SNAT.</li>
+ *   <li><b>The node itself</b> (its own namespace, e.g. a health check or a process on the host)
+ *       reaches VIPs through the {@code output} chain. Its connections keep the mark (the
+ *       {@code hairpin} chain sees only forwarded packets), so they are masqueraded to the address
+ *       of the interface they leave by, to which the task's answer comes back.</li>
  * </ul>
  *
  * A full sync replaces the table in one transaction ({@code add table; delete table; table {…};
@@ -124,6 +131,9 @@ public final class LbRules {
     b.append("  map ").append(SERVICES).append(" {\n    type ipv4_addr : verdict\n  }\n");
     b.append("  map ").append(BACKENDS).append(" {\n    typeof ip daddr . numgen random mod 1 : ip daddr\n  }\n");
     b.append("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n")
+        .append("    ip daddr vmap @").append(SERVICES).append("\n  }\n");
+    // nft 1.0.6 takes the name dstnat only for prerouting; -100 is its value
+    b.append("  chain output {\n    type nat hook output priority -100; policy accept;\n")
         .append("    ip daddr vmap @").append(SERVICES).append("\n  }\n");
     b.append("  chain ").append(NO_ENDPOINTS).append(" {\n    meta l4proto tcp reject with tcp reset\n    reject\n  }\n");
     for (int n : chainsFor(desired.values())) {

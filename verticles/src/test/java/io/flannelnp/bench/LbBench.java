@@ -132,12 +132,18 @@ public final class LbBench {
         double[] libMs = updates(lib, state, vips, updates, 250);
         double[] toolMs = updates(tool, state, vips, Math.min(updates, 100), 251);
         double[] passMs = passes(lib, big, Math.min(updates, 100));
+        double[][] plane = planeUpdates(ours, big, Math.min(updates, 200));
+        double[] planeMs = plane[0];
         System.out.printf(Locale.ROOT, "%-52s %9s %9s %9s%n", "", "p50 [ms]", "p99 [ms]", "max [ms]");
         line("kernel transaction, libnftables (daemon)", libMs);
         line("kernel transaction, nft tool (ip netns exec nft -f)", toolMs);
-        line("whole reconcile pass (snapshot→diff→apply), libnft", passMs);
+        line("snapshot pass (snapshot→diff→apply), libnft", passMs);
+        line("plane: KeyChanges→LoadBalancerVerticle→applied", planeMs);
+        line("  same, a task stopping/starting (count 4→3→4)", plane[1]);
+        System.out.printf(Locale.ROOT, "  ratio plane / kernel transaction p99: %.2f; snapshot pass / plane p99: %.1fx%n",
+            pct(planeMs, 99) / pct(libMs, 99), pct(passMs, 99) / pct(planeMs, 99));
         rep.updateP99 = pct(libMs, 99);
-        rep.passP99 = pct(passMs, 99);
+        rep.passP99 = pct(planeMs, 99);
         if (kube) {
           // kube-proxy layout: one service's update means rewriting its chains (flush + re-add
           // service chain with a new anonymous vmap, a new endpoint chain) at the largest size that
@@ -159,9 +165,11 @@ public final class LbBench {
       System.out.println();
       System.out.println("load average at the end of part 1: " + rep.loadedFull + "; now: "
           + Files.readString(Path.of("/proc/loadavg")).strip());
-      System.out.printf(Locale.ROOT, "goals: %d services fully synced < 1 s: %s (%.3f s); single update p99 < 10 ms: %s "
-              + "(kernel %.2f ms, whole pass %.2f ms)%n", big, rep.full.getOrDefault(big, 99.0) < 1 ? "met" : "MISSED",
-          rep.full.getOrDefault(big, Double.NaN), rep.updateP99 < 10 ? "met" : "MISSED", rep.updateP99, rep.passP99);
+      // the goal is end to end in the plane (issue 5), not the kernel transaction alone
+      System.out.printf(Locale.ROOT, "goals: %d services fully synced < 1 s: %s (%.3f s); single update p99 < 10 ms "
+              + "in the plane: %s (plane %.2f ms, of which the kernel transaction %.2f ms)%n", big,
+          rep.full.getOrDefault(big, 99.0) < 1 ? "met" : "MISSED", rep.full.getOrDefault(big, Double.NaN),
+          rep.passP99 < 10 ? "met" : "MISSED", rep.passP99, rep.updateP99);
     }
   }
 
@@ -355,6 +363,85 @@ public final class LbBench {
     line("  of which: diff against the last applied state", diffMs);
     Arrays.sort(ms);
     return ms;
+  }
+
+  /**
+   * End to end in the plane: a real LoadBalancerVerticle programs netns {@code ns}; its first
+   * (snapshot) pass loads {@code n} services × 4 tasks, then each update is one container record's
+   * change published as KeyChanges, as EtcdWatchVerticle does, timed until the verticle publishes
+   * the applied transaction of that revision.
+   */
+  static double[][] planeUpdates(String ns, int n, int count) throws Exception {
+    EtcdSchema schema = new EtcdSchema("/bench");
+    String net = "benchnet0000000000000000a";
+    Map<String, KeyValue> kvs = new HashMap<>();
+    long rev = 1;
+    kvs.put(schema.dockerNetwork(net), kv(schema.dockerNetwork(net),
+        new DockerNetwork(net, "bench", "flannel-np", "benchfid", "10.100.0.0/16").toJson(), rev++));
+    for (int i = 0; i < n; i++) {
+      String sid = String.format("svc%022d", i);
+      String k = schema.dockerService(sid);
+      kvs.put(k, kv(k, new ServiceRecord(sid, "s" + i, ServiceRecord.EndpointMode.VIP, Map.of(net, vip(i) + "/16"),
+          Map.of()).toJson(), rev++));
+      for (int j = 0; j < BACKENDS; j++) {
+        String cid = String.format("c%07d%d", i, j) + "0".repeat(56);
+        String ck = schema.dockerContainer("n" + (j % 3), cid);
+        kvs.put(ck, kv(ck, container(cid, sid, task(i, j), "running").toJson(), rev++));
+      }
+    }
+    io.vertx.core.Vertx vertx = io.vertx.core.Vertx.vertx();
+    try {
+      io.flannelnp.bus.Codecs.registerAll(vertx.eventBus());
+      io.flannelnp.etcd.EtcdMessage.ClusterState snap =
+          new io.flannelnp.etcd.EtcdMessage.ClusterState(rev - 1, true, Map.copyOf(kvs));
+      vertx.eventBus().consumer(io.flannelnp.bus.Addresses.STATE_SNAPSHOT, m -> m.reply(snap));
+      java.util.concurrent.ConcurrentHashMap<Long, java.util.concurrent.CompletableFuture<Long>> applied =
+          new java.util.concurrent.ConcurrentHashMap<>();
+      vertx.eventBus().<io.flannelnp.bus.Observed.KernelBatch>consumer(io.flannelnp.bus.Addresses.KERNEL_BATCH, m -> {
+        if (m.body().ok()) {
+          applied.computeIfAbsent(m.body().revision(), x -> new java.util.concurrent.CompletableFuture<>())
+              .complete(System.nanoTime());
+        }
+      });
+      vertx.deployVerticle(new io.flannelnp.lb.LoadBalancerVerticle(schema, Kernel.inNetns(ns)))
+          .await(60, TimeUnit.SECONDS);
+      applied.computeIfAbsent(rev - 1, x -> new java.util.concurrent.CompletableFuture<>()).get(60, TimeUnit.SECONDS);
+      double[][] out = new double[2][count];
+      int warm = 40; // the update path compiled before it is timed, as in a daemon that has run a while
+      for (int w = -warm; w < 2 * count; w++) {
+        int i = Math.max(w, 0) + (w < 0 ? w + warm : 0);
+        boolean replace = w < count;
+        double[] ms = w < 0 ? new double[count] : out[replace ? 0 : 1];
+        // (a) a task replaced: slot 0 of a service gets another address (the count stays 4);
+        // (b) slot 0 stopping, then running again (4 → 3 → 4 backends); every update changes the map
+        int svc = ((i / 2) * 7919) % n;
+        String sid = String.format("svc%022d", svc);
+        String cid = String.format("c%07d%d", svc, 0) + "0".repeat(56);
+        String ck = schema.dockerContainer("n0", cid);
+        boolean odd = i % 2 == 0;
+        String ip = replace && odd ? "10.130." + (svc >> 8) + "." + (svc & 255) : task(svc, 0);
+        long r = rev++;
+        KeyValue now = kv(ck, container(cid, sid, ip, !replace && odd ? "stopping" : "running").toJson(), r);
+        KeyValue prev = kvs.put(ck, now);
+        io.flannelnp.etcd.EtcdMessage.KeyChanges kc = new io.flannelnp.etcd.EtcdMessage.KeyChanges(r,
+            List.of(new io.flannelnp.etcd.WatchEvent(io.flannelnp.etcd.WatchEvent.Type.PUT, ck, now, prev)), false);
+        java.util.concurrent.CompletableFuture<Long> done =
+            applied.computeIfAbsent(r, x -> new java.util.concurrent.CompletableFuture<>());
+        long t0 = System.nanoTime();
+        vertx.eventBus().publish(io.flannelnp.bus.Addresses.ETCD_CHANGES, kc);
+        ms[Math.max(w, 0) % count] = (done.get(10, TimeUnit.SECONDS) - t0) / 1e6;
+        if (System.getProperty("bench.trace") != null && w >= 0) {
+          System.err.printf(Locale.ROOT, "update %d: %.2f ms%n", w, (System.nanoTime() - t0) / 1e6);
+        }
+        Thread.sleep(2);
+      }
+      Arrays.sort(out[0]);
+      Arrays.sort(out[1]);
+      return out;
+    } finally {
+      vertx.close().await(30, TimeUnit.SECONDS);
+      Netns.run("ip", "netns", "exec", ns, "nft", "delete", "table", "ip", LbRules.TABLE);
+    }
   }
 
   static ContainerRecord container(String cid, String sid, String ip, String state) {

@@ -283,9 +283,19 @@ class FlannelEndpointTest {
 
     // DeleteEndpoint while the container side is still in the container: the pair goes as a whole
     // (and the network may be unknown by then: the names come from the endpoint ID alone)
-    ask(Addresses.FLANNEL_ENDPOINT_DETACH, new DetachEndpoint("", ep2));
+    // The answer comes once the pair is down, off the bridge and renamed; the kernel's slow delete
+    // follows in the background, within a second
+    Ack d2 = ask(Addresses.FLANNEL_ENDPOINT_DETACH, new DetachEndpoint("", ep2));
+    assertThat(d2.detail()).contains("deleted in the background");
     assertThat(linkNames(host)).doesNotContain(a2.hostVeth(), a2.containerVeth());
+    assertThat(ports(host, bridge)).as("the endpoint left the bridge before the answer").isEmpty();
+    long gone = System.nanoTime() + TimeUnit.SECONDS.toNanos(1);
+    while ((linkNames(c2).contains("eth0") || linkNames(host).stream().anyMatch(Names::isDetached))
+        && System.nanoTime() < gone) {
+      Thread.sleep(20);
+    }
     assertThat(linkNames(c2)).doesNotContain("eth0");
+    assertThat(linkNames(host)).as("detached veths deleted within 1 s").noneMatch(Names::isDetached);
 
     // the container's namespace goes away first: the pair goes with it and a later detach is a no-op
     EndpointAttached a3 = ask(Addresses.FLANNEL_ENDPOINT_ATTACH, new AttachEndpoint(NET, ep3, ""));

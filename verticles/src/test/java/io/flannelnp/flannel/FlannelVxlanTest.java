@@ -214,6 +214,24 @@ class FlannelVxlanTest {
   }
 
   @Test
+  void detachedVethsACrashLeftAreDeletedByAFullPassAndOthersStay() throws Exception {
+    // DeleteEndpoint renamed these pairs and the daemon died before its reaper deleted them
+    String z1 = Names.detached();
+    String z2 = Names.detached();
+    String z3 = Names.detached();
+    ns.ipBatch(host, List.of("link add name " + z1 + " type veth peer name " + z2,
+        "link add name " + z3 + " type bridge", "link add name fnqkeep type veth peer name fnqkeepp")).ok();
+    kvs.put(S.networkConfig("a"), CONFIG);
+    kvs.put(S.subnet("a", io.flannelnp.ipam.Cidr.parse("10.50.0.128/25")), lease(ME, MAC));
+    ReconcileReport r = pass();
+    assertThat(r.ok()).as(r.summary()).isTrue();
+    List<String> names = ns.ip(host, "-o", "link", "show").ok().out().lines()
+        .map(l -> l.split(":")[1].strip().split("@")[0]).toList();
+    assertThat(names).as("detached veths gone, a pair with both sides detached in one go")
+        .doesNotContain(z1, z2, z3).contains("fnqkeep", "fnqkeepp");
+  }
+
+  @Test
   void aDeviceThatCannotBeFixedInPlaceIsRecreatedAndForeignDevicesStay() throws Exception {
     // someone made flannel.6515 with another VNI and local address; and a stock flanneld's flannel.1
     ns.ipBatch(host, List.of("link add name " + DEV + " type vxlan id 42 local 198.18.0.99 dstport 4789",

@@ -4,6 +4,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import io.flannelnp.etcd.EtcdSchema;
 import io.flannelnp.etcd.KeyValue;
+import io.flannelnp.etcd.WatchEvent;
 import io.flannelnp.model.ContainerRecord;
 import io.flannelnp.model.DockerNetwork;
 import io.flannelnp.model.ServiceRecord;
@@ -30,9 +31,27 @@ class LoadBalancerDesiredTest {
   long rev;
   final Map<String, KeyValue> kvs = new HashMap<>();
 
+  /** The watch events of the changes since the last drain, as EtcdWatchVerticle publishes them. */
+  final List<WatchEvent> events = new ArrayList<>();
+
   void put(String key, String value) {
     rev++;
-    kvs.put(key, new KeyValue(key, value, rev, rev, 1, 0));
+    KeyValue kv = new KeyValue(key, value, rev, rev, 1, 0);
+    events.add(new WatchEvent(WatchEvent.Type.PUT, key, kv, kvs.put(key, kv)));
+  }
+
+  void remove(String key) {
+    KeyValue old = kvs.remove(key);
+    if (old != null) {
+      rev++;
+      events.add(new WatchEvent(WatchEvent.Type.DELETE, key, new KeyValue(key, "", 0, rev, 0, 0), old));
+    }
+  }
+
+  List<WatchEvent> drain() {
+    List<WatchEvent> out = List.copyOf(events);
+    events.clear();
+    return out;
   }
 
   static ContainerRecord ctr(String id, String svc, String state, Map<String, String> ips) {
@@ -99,19 +118,80 @@ class LoadBalancerDesiredTest {
     }
   }
 
+  @Test
+  void updatesFromKeyChangesEqualComputationsFromScratchAndMixWithSnapshotPasses() {
+    Random rnd = new Random(11);
+    LbDesired inc = new LbDesired(SCHEMA);
+    put(SCHEMA.dockerNetwork(FLANNEL), new DockerNetwork(FLANNEL, "a", "flannel-np", "fid-a", "10.50.0.0/20").toJson());
+    for (int c = 0; c < 30; c++) {
+      mutate(rnd);
+    }
+    inc.compute(kvs.values()); // the snapshot pass at start
+    drain();
+    Map<String, List<String>> prev = new TreeMap<>(new LbDesired(SCHEMA).compute(kvs.values()).vips());
+    int partial = 0;
+    for (int step = 0; step < 600; step++) {
+      int changes = 1 + rnd.nextInt(3);
+      for (int c = 0; c < changes; c++) {
+        mutate(rnd);
+      }
+      // mostly key changes; now and then a snapshot pass (periodic resync) in between
+      LbDesired.Result a = step % 50 == 49 ? inc.compute(kvs.values()) : inc.update(drain());
+      events.clear();
+      Map<String, List<String>> got = new TreeMap<>(a.vips());
+      LbDesired.Result b = new LbDesired(SCHEMA).compute(kvs.values());
+      assertThat(got).as("step " + step).isEqualTo(new TreeMap<>(b.vips()));
+      assertThat(a.chains()).as("step " + step).isEqualTo(b.chains());
+      assertThat(a.services()).as("step " + step).isEqualTo(b.services());
+      assertThat(a.backends()).as("step " + step).isEqualTo(b.backends());
+      assertThat(new HashSet<>(a.problems())).as("step " + step).isEqualTo(new HashSet<>(b.problems()));
+      if (a.changed() != null) {
+        partial++;
+        Map<String, List<String>> before = prev;
+        Set<String> differ = new HashSet<>(before.keySet());
+        differ.addAll(got.keySet());
+        differ.removeIf(v -> java.util.Objects.equals(before.get(v), got.get(v)));
+        assertThat(a.changed()).as("step " + step + ": every VIP that changed is named").containsAll(differ);
+      }
+      prev = got;
+    }
+    assertThat(partial).as("most updates recompute only what they touch").isGreaterThan(400);
+  }
+
+  @Test
+  void anUpdateOfOneServiceAt20000ServicesTouchesOnlyItsVip() {
+    put(SCHEMA.dockerNetwork(FLANNEL), new DockerNetwork(FLANNEL, "a", "flannel-np", "fid-a", "10.50.0.0/16").toJson());
+    for (int i = 0; i < 20_000; i++) {
+      String sid = "svc" + i;
+      put(SCHEMA.dockerService(sid), new ServiceRecord(sid, sid, ServiceRecord.EndpointMode.VIP,
+          Map.of(FLANNEL, "10.50." + (i / 250) + "." + (i % 250 + 1)), Map.of()).toJson());
+      put(SCHEMA.dockerContainer("n1", "c" + i), ctr("c" + i, sid, "running",
+          Map.of(FLANNEL, "10.60." + (i / 250) + "." + (i % 250 + 1))).toJson());
+    }
+    LbDesired inc = new LbDesired(SCHEMA);
+    inc.compute(kvs.values());
+    drain();
+    put(SCHEMA.dockerContainer("n1", "c77"), ctr("c77", "svc77", "stopping", Map.of(FLANNEL, "10.60.0.78")).toJson());
+    LbDesired.Result r = inc.update(drain());
+    assertThat(r.changed()).containsExactly("10.50.0.78");
+    assertThat(r.vips().get("10.50.0.78")).isEmpty();
+    assertThat(r.vips()).hasSize(20_000);
+    assertThat(r.backends()).isEqualTo(19_999);
+  }
+
   void mutate(Random rnd) {
     int roll = rnd.nextInt(100);
     String sid = "s" + rnd.nextInt(12);
     if (roll < 3) {
       // a network comes or goes
       if (kvs.containsKey(SCHEMA.dockerNetwork(FLANNEL)) && rnd.nextBoolean()) {
-        kvs.remove(SCHEMA.dockerNetwork(FLANNEL));
+        remove(SCHEMA.dockerNetwork(FLANNEL));
       } else {
         put(SCHEMA.dockerNetwork(FLANNEL), new DockerNetwork(FLANNEL, "a", "flannel-np", "fid-a", "10.50.0.0/20").toJson());
       }
     } else if (roll < 25) {
       if (rnd.nextInt(5) == 0) {
-        kvs.remove(SCHEMA.dockerService(sid));
+        remove(SCHEMA.dockerService(sid));
       } else {
         ServiceRecord.EndpointMode mode = rnd.nextInt(6) == 0 ? ServiceRecord.EndpointMode.DNSRR
             : ServiceRecord.EndpointMode.VIP;
@@ -122,7 +202,7 @@ class LoadBalancerDesiredTest {
       String cid = "c" + rnd.nextInt(40);
       String key = SCHEMA.dockerContainer("n" + rnd.nextInt(2), cid);
       if (rnd.nextInt(6) == 0) {
-        kvs.remove(key);
+        remove(key);
       } else {
         List<String> states = List.of("running", "running", "running", "stopping");
         put(key, ctr(cid, sid, states.get(rnd.nextInt(4)),

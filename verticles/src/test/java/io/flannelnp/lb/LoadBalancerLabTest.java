@@ -414,4 +414,86 @@ class LoadBalancerLabTest {
     awaitBackends(tasks);
     assertThat(peers.connect(clients.get(2).ns(), "tcp", vipIp(), 80, 60).err()).isEmpty();
   }
+
+  /**
+   * Issue 5: the WHOLE daemon of one host (plugin API, IPAM, etcd watch, Flannel, load balancer,
+   * DNS) stops and a new one starts on the same host namespace while clients keep connecting to
+   * the VIP, from that host and from another: every connection succeeds (the kernel state stays
+   * while no daemon runs), the new daemon's full sync replaces the table (new handle), and the
+   * rules after it equal the rules before on every host.
+   */
+  @Test
+  @Order(4)
+  void aWholeDaemonRestartKeepsVipConnectionsWorkingAndLeavesEqualRules() throws Exception {
+    awaitBackends(tasks);
+    Host h = hosts.get("h2");
+    assertThat(LoadBalancerVerticle.programs(h.ns)).as("h2's own daemon programs its VIPs").isTrue();
+    Map<String, LbTables.Snapshot> before = new LinkedHashMap<>();
+    for (Host x : hosts.values()) {
+      before.put(x.name, LbTables.read(x.ns));
+    }
+    long handleBefore = tableHandle(h.ns);
+    double seconds = 20;
+    long loopEnd = System.nanoTime() + (long) (seconds * 1e9);
+    var local = peers.loop(clients.get(1).ns(), vipIp(), 80, seconds, 40);
+    var remote = peers.loop(clients.get(0).ns(), vipIp(), 80, seconds, 40);
+    Thread.sleep(1000);
+
+    h.stop(); // the in-process daemon as a whole; its Vert.x is closed
+    assertThat(LoadBalancerVerticle.programs(h.ns)).as("no plane programs h2 while it is down").isFalse();
+    assertThat(Files.exists(dir.resolve("h2.sock"))).as("the plugin socket went with the daemon").isFalse();
+    Thread.sleep(1500); // connections run on kernel state alone meanwhile
+    h.start();
+    await("h2's new daemon replaced the table with its full sync", CONVERGE, () -> tableHandle(h.ns) != handleBefore);
+    assertThat(System.nanoTime()).as("the restart finished while the clients were still looping").isLessThan(loopEnd);
+
+    LbPeers.Seen l = local.get(60, TimeUnit.SECONDS);
+    LbPeers.Seen r = remote.get(60, TimeUnit.SECONDS);
+    assertThat(l.err()).as("c2 (on the restarted host) → VIP during the restart").isEmpty();
+    assertThat(r.err()).as("c1 → VIP (tasks on h2 included) during the restart").isEmpty();
+    assertThat(l.total()).as("connections c2 made").isGreaterThan(100);
+    assertThat(r.total()).as("connections c1 made").isGreaterThan(100);
+    assertThat(l.byTask()).as("c2 reached every task").containsKeys("B1", "B2", "B3");
+    assertThat(r.byTask()).as("c1 reached every task").containsKeys("B1", "B2", "B3");
+    for (Host x : hosts.values()) {
+      assertThat(LbTables.read(x.ns)).as(x.name + ": rules after the restart equal those before")
+          .isEqualTo(before.get(x.name));
+    }
+    // the restarted daemon serves the plugin protocol again
+    h.ok("/NetworkDriver.GetCapabilities", j());
+  }
+
+  /**
+   * The node itself (a process in the host namespace, not in a container) connects to the VIP:
+   * the output chain sends it to the tasks on every host, TCP and UDP, every connection answered.
+   */
+  @Test
+  @Order(5)
+  void theNodeItselfReachesTheVipOnEveryHost() {
+    awaitBackends(tasks);
+    for (Host h : hosts.values()) {
+      // A real node has a default route, so connect() finds a route and the output hook DNATs
+      // before anything leaves; the lab hosts have none (nothing may go outside), so this host
+      // route for the VIP stands in for it. No packet takes it: every one is DNATed to a task.
+      lab.ns.ip(h.ns, "route", "replace", vipIp() + "/32", "dev", "eth0").ok();
+      LbPeers.Seen tcp = peers.connect(h.ns, "tcp", vipIp(), 80, 90);
+      assertThat(tcp.err()).as(h.name + " (host namespace) → VIP, TCP").isEmpty();
+      assertThat(tcp.byTask()).as(h.name + " reached the tasks on every host").containsOnlyKeys("B1", "B2", "B3");
+      LbPeers.Seen udp = peers.connect(h.ns, "udp", vipIp(), 80, 45);
+      assertThat(udp.err()).as(h.name + " (host namespace) → VIP, UDP").isEmpty();
+      assertThat(udp.byTask()).as(h.name + " reached the tasks on every host, UDP").containsOnlyKeys("B1", "B2", "B3");
+    }
+  }
+
+  /** The handle of our table in {@code ns}: a full sync (delete + add table) changes it. */
+  static long tableHandle(String ns) {
+    String out = Netns.run("ip", "netns", "exec", ns, "nft", "-j", "list", "tables").ok().out();
+    for (Object o : new JsonObject(out).getJsonArray("nftables")) {
+      JsonObject t = ((JsonObject) o).getJsonObject("table");
+      if (t != null && LbRules.TABLE.equals(t.getString("name")) && LbRules.FAMILY.equals(t.getString("family"))) {
+        return t.getLong("handle");
+      }
+    }
+    return -1;
+  }
 }
