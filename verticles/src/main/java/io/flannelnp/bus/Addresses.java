@@ -11,7 +11,7 @@ package io.flannelnp.bus;
  * address                      kind     body → reply                                   from → to
  * fnp.etcd.status              publish  EtcdStatus                                     EtcdWatch → Api, Admin
  * fnp.state.changed            publish  StateChanged                                   EtcdWatch → Flannel, LB, Dns, Api
- * fnp.etcd.changes             publish  KeyChanges                                     EtcdWatch → console, recorder
+ * fnp.etcd.changes             publish  KeyChanges                                     EtcdWatch → LoadBalancer, console, recorder
  * fnp.state.snapshot           request  SnapshotRequest → ClusterState                 planes → EtcdWatch
  * fnp.flannel.network.ensure   request  EnsureNetwork → NetworkReady                   Api → Flannel
  * fnp.flannel.endpoint.attach  request  AttachEndpoint → EndpointAttached              Api → Flannel
