@@ -47,6 +47,11 @@ public final class NetworkApi {
   private final Supplier<Future<String>> publicIp;
   /** Docker network ID → flannel-id, learnt from AllocateNetwork/CreateNetwork or etcd. */
   private final Map<String, String> networkIds = new ConcurrentHashMap<>();
+  /**
+   * The endpoint records this node wrote (only this node writes its endpoint keys), so Join,
+   * Leave and DeleteEndpoint skip an etcd read on the hot path; after a restart they read etcd.
+   */
+  private final Map<String, String> endpoints = new ConcurrentHashMap<>();
 
   public NetworkApi(Ipam ipam, EtcdStore etcd, EtcdSchema schema, EventBus bus, Config config,
       Supplier<Future<String>> publicIp) {
@@ -207,6 +212,7 @@ public final class NetworkApi {
         JsonObject ep = new JsonObject().put("NetworkID", netId).put("FlannelID", fid.get()).put("EndpointID", epId)
             .put("Address", bare).put("MacAddress", mac).put("Node", node).put("SandboxKey", "");
         return etcd.put(schema.endpoint(node, epId), ep.encode())
+            .onSuccess(rev -> endpoints.put(epId, ep.encode()))
             .compose(rev -> ipam.tagEndpoint(fid.get(), address, holder.get(), epId))
             .map(v -> sentMac.isEmpty() && !mac.isEmpty()
                 // return only what Docker did not send (an Address it sent must not come back)
@@ -217,7 +223,18 @@ public final class NetworkApi {
   }
 
   private Future<Optional<JsonObject>> endpoint(String epId) {
+    String known = endpoints.get(epId);
+    if (known != null) {
+      return Future.succeededFuture(Optional.of(new JsonObject(known)));
+    }
     return etcd.get(schema.endpoint(node, epId)).map(kv -> kv.map(k -> new JsonObject(k.value())));
+  }
+
+  /** Writes this node's endpoint record and remembers what was written. */
+  private Future<Long> putEndpoint(String epId, JsonObject e) {
+    String json = e.encode();
+    return etcd.put(schema.endpoint(node, epId), json).onSuccess(rev -> endpoints.put(epId, json))
+        .onFailure(err -> endpoints.remove(epId));
   }
 
   Future<JsonObject> join(Req r) {
@@ -244,7 +261,7 @@ public final class NetworkApi {
             EndpointAttached at = m.body();
             long gw = AddressPlan.nodeGateway(ipam.heldLease(fid).orElseThrow().block());
             e.put("SandboxKey", sandbox).put("HostVeth", at.hostVeth()).put("ContainerVeth", at.containerVeth());
-            return etcd.put(schema.endpoint(node, epId), e.encode()).onSuccess(rev -> injectDns(sandbox, epId))
+            return putEndpoint(epId, e).onSuccess(rev -> injectDns(sandbox, epId))
                 .map(rev -> new JsonObject()
                 .put("InterfaceName", new JsonObject().put("SrcName", at.containerVeth()).put("DstPrefix", "eth"))
                 .put("StaticRoutes", new JsonArray().add(new JsonObject().put("Destination", rec.subnet().toString())
@@ -278,7 +295,7 @@ public final class NetworkApi {
       }
       String sandbox = ep.get().getString("SandboxKey", "");
       JsonObject e = ep.get().put("SandboxKey", "");
-      return etcd.put(schema.endpoint(node, epId), e.encode()).map(rev -> {
+      return putEndpoint(epId, e).map(rev -> {
         if (!sandbox.isEmpty()) {
           // Docker's resolver answers again once ours is gone; never hold up Leave for it
           bus.request(Addresses.DNS_EJECT, new io.flannelnp.dns.DnsMessage.EjectDns(sandbox, epId), KERNEL_CALL)
@@ -296,7 +313,7 @@ public final class NetworkApi {
       Future<Optional<String>> fid = ep.isPresent() ? Future.succeededFuture(Optional.of(ep.get().getString("FlannelID")))
           : lookupNetwork(netId);
       return fid.compose(f -> bus.request(Addresses.FLANNEL_ENDPOINT_DETACH, new DetachEndpoint(f.orElse(""), epId), KERNEL_CALL))
-          .compose(m -> etcd.delete(schema.endpoint(node, epId)))
+          .compose(m -> etcd.delete(schema.endpoint(node, epId)).onComplete(ar -> endpoints.remove(epId)))
           .map(rev -> new JsonObject());
     });
   }
