@@ -272,6 +272,53 @@ class DockerMirrorTest {
     }
   }
 
+  @Test
+  void aTaskBeingScaledAwayLeavesTheBackendsBeforeDockerSignalsIt() {
+    startMirror(dockerd.socket());
+    String net = network("fndnet3");
+    String svc = service("drain", "--replicas", "3", "--network", "fndnet3", "--stop-grace-period", "1s");
+    awaitModel("3 drain tasks running", Duration.ofSeconds(60), x -> x.services().containsKey(svc)
+        && x.containers().stream().filter(c -> c.serviceId().equals(svc) && c.running()).count() == 3);
+
+    dockerd.docker("service", "scale", "--detach", "drain=1").ok();
+    long t0 = System.nanoTime();
+    // Docker's executor deactivates the binding now and signals the containers 2 s later
+    Map<String, Long> stoppingAt = new java.util.HashMap<>();
+    ClusterModel m = model();
+    while (stoppingAt.size() < 2) {
+      long t = System.nanoTime() - t0;
+      if (t > Duration.ofMillis(700).toNanos()) {
+        throw new AssertionError("within 700 ms only " + stoppingAt.size() + " task(s) turned stopping; etcd has "
+            + m);
+      }
+      for (ContainerRecord c : m.containers()) {
+        if (c.serviceId().equals(svc) && c.state().equals("stopping")) {
+          stoppingAt.putIfAbsent(c.containerId(), t);
+        }
+      }
+      sleep(20);
+      m = model();
+    }
+    assertThat(m.backends(svc, net)).as("only the staying task takes new connections").hasSize(1);
+    assertThat(dockerd.docker("ps", "-q", "--no-trunc", "-f", "label=com.docker.swarm.service.id=" + svc).ok().out()
+        .strip().split("\n")).as("the leaving containers still run: Docker has not signalled them yet")
+        .contains(stoppingAt.keySet().toArray(String[]::new));
+
+    // they never come back among the backends, and vanish once stopped
+    long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+    while (m.containers().stream().anyMatch(c -> stoppingAt.containsKey(c.containerId()))) {
+      assertThat(m.containers()).filteredOn(c -> stoppingAt.containsKey(c.containerId()))
+          .as("a stopping task stays stopping").allSatisfy(c -> assertThat(c.state()).isEqualTo("stopping"));
+      if (System.nanoTime() > deadline) {
+        throw new AssertionError("the stopped tasks did not vanish within 30 s; etcd has " + m);
+      }
+      sleep(50);
+      m = model();
+    }
+    assertThat(m.containers()).filteredOn(c -> c.serviceId().equals(svc)).singleElement()
+        .satisfies(c -> assertThat(c.running()).isTrue());
+  }
+
   // ---- helpers ------------------------------------------------------------------------------
 
   private String network(String name, String... opts) {
