@@ -234,6 +234,16 @@ public final class DockerMirror {
   }
 
   /**
+   * Whether a {@code GET /services/{id}} answer shows a rolling update (or its rollback) in
+   * progress: its later tasks are shut down one step at a time (UpdateConfig.Delay apart), long
+   * after the service's own update event, which comes only at the start and the end.
+   */
+  static boolean updating(JsonObject svc) {
+    String state = str(obj(svc, "UpdateStatus"), "State");
+    return "updating".equals(state) || "rollback_started".equals(state);
+  }
+
+  /**
    * The record a node writes for one of its containers, given what etcd holds for it: a Swarm task
    * a manager marked "stopping" stays so (a task never runs again, a new task is a new container),
    * so the node's own pass, which only sees a still-running container, does not put it back among

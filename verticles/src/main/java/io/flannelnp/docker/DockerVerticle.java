@@ -49,6 +49,13 @@ import java.util.logging.Logger;
  * election; the managers read the same Raft store and every write is compare-before-write guarded
  * by the revision read, so N managers cost N reads but one write per change.
  *
+ * <p>A task leaving (scale down, update, service rm) is taken out of DNS and the VIP backends when
+ * the orchestrator sets its desired state to shutdown, as Docker's executor takes it out of its own
+ * 2 s before it signals the container: managers poll the tasks of a service for a while after its
+ * update/remove event (longer while a rolling update runs) and rewrite such a task's record as
+ * "stopping" in place; its node keeps it so. Without a manager's help a node marks it at the
+ * container's kill/stop/die event.
+ *
  * <p>Only the list and inspect endpoints are used, and only from this verticle's event loop, never
  * from a plugin call: Docker holds a starting container's lock during driver calls.
  */
@@ -374,10 +381,19 @@ public final class DockerVerticle extends VerticleBase {
     });
   }
 
-  /** One poll of a service's tasks; the result counts the records marked stopping. */
+  /**
+   * One poll of a service's tasks; the result counts the records marked stopping. While the
+   * service is in a rolling update its window stays open, so every step's leaving tasks are seen.
+   */
   private Future<Integer> drainService(String serviceId) {
     String filter = new JsonObject().put("service", new JsonArray().add(serviceId)).encode();
     String v = "/v" + api;
+    Future<Object> svc = get(v + "/services/" + URLEncoder.encode(serviceId, StandardCharsets.UTF_8),
+        DRAIN_POLL_TIMEOUT_MS).onSuccess(o -> {
+          if (o instanceof JsonObject j && DockerMirror.updating(j) && drainUntil.containsKey(serviceId)) {
+            drainUntil.put(serviceId, System.nanoTime() + DRAIN_WINDOW_MS * 1_000_000);
+          }
+        });
     // a removed service is unknown to the filter (404): its tasks are still listed unfiltered
     return get(v + "/tasks?filters=" + URLEncoder.encode(filter, StandardCharsets.UTF_8), DRAIN_POLL_TIMEOUT_MS)
         .compose(o -> o == null ? get(v + "/tasks", DRAIN_POLL_TIMEOUT_MS) : Future.succeededFuture(o))
@@ -388,7 +404,7 @@ public final class DockerVerticle extends VerticleBase {
           List<Future<Boolean>> marks = new ArrayList<>();
           DockerMirror.leavingTasks(tasks, serviceId).forEach(t -> marks.add(markStopping(t)));
           return Future.all(marks).map(x -> (int) marks.stream().filter(Future::result).count());
-        });
+        }).compose(n -> svc.map(n));
   }
 
   /**

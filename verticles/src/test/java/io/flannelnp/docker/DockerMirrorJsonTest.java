@@ -187,6 +187,19 @@ class DockerMirrorJsonTest {
   }
 
   @Test
+  void aRollingUpdateOrItsRollbackIsInProgressUntilCompletedOrPaused() {
+    assertThat(DockerMirror.updating(new JsonObject(SERVICE))).as("no UpdateStatus: never updated").isFalse();
+    for (String st : List.of("updating", "rollback_started")) {
+      assertThat(DockerMirror.updating(new JsonObject(SERVICE).put("UpdateStatus", new JsonObject()
+          .put("State", st).put("StartedAt", "2026-11-28T07:00:00Z")))).as(st).isTrue();
+    }
+    for (String st : List.of("completed", "paused", "rollback_completed", "rollback_paused")) {
+      assertThat(DockerMirror.updating(new JsonObject(SERVICE).put("UpdateStatus", new JsonObject()
+          .put("State", st)))).as(st).isFalse();
+    }
+  }
+
+  @Test
   void aTaskMarkedStoppingStaysStoppingWhileItsContainerStillRuns() {
     ContainerRecord fresh = DockerMirror.container(new JsonObject(TASK), nets().keySet(), "node1", false);
     assertThat(fresh.state()).isEqualTo("running");
