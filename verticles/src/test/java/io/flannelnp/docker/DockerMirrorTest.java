@@ -319,6 +319,52 @@ class DockerMirrorTest {
         .satisfies(c -> assertThat(c.running()).isTrue());
   }
 
+  @Test
+  void everyStepOfARollingUpdateLeavesTheBackendsBeforeDockerKillsItsTask() {
+    startMirror(dockerd.socket());
+    String net = network("fndnet4");
+    String svc = service("roll", "--replicas", "2", "--network", "fndnet4", "--stop-grace-period", "1s",
+        "--update-parallelism", "1", "--update-delay", "3s");
+    ClusterModel m = awaitModel("2 roll tasks running", Duration.ofSeconds(60), x -> x.services().containsKey(svc)
+        && x.containers().stream().filter(c -> c.serviceId().equals(svc) && c.running()).count() == 2);
+    List<String> old = m.containers().stream().filter(c -> c.serviceId().equals(svc))
+        .map(ContainerRecord::containerId).toList();
+
+    long since = System.currentTimeMillis() / 1000 - 1;
+    dockerd.docker("service", "update", "--detach", "--force", "roll").ok();
+    // the second old task is shut down one step (start of its successor + 3 s) after the update
+    // event: the drain must follow the whole update, not only its first 1.5 s
+    Map<String, Long> stoppingAtMs = new java.util.HashMap<>();
+    long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
+    while (m.containers().stream().anyMatch(c -> old.contains(c.containerId()))) {
+      if (System.nanoTime() > deadline) {
+        throw new AssertionError("the old tasks did not leave within 60 s; etcd has " + m);
+      }
+      long now = System.currentTimeMillis();
+      for (ContainerRecord c : m.containers()) {
+        if (old.contains(c.containerId()) && c.state().equals("stopping")) {
+          stoppingAtMs.putIfAbsent(c.containerId(), now);
+        } else if (stoppingAtMs.containsKey(c.containerId())) {
+          throw new AssertionError("a stopping task came back as " + c.state() + ": " + c);
+        }
+      }
+      sleep(20);
+      m = model();
+    }
+    assertThat(stoppingAtMs).as("every old task was seen stopping").containsOnlyKeys(old);
+    String kills = dockerd.docker("events", "--since", Long.toString(since), "--until",
+        Long.toString(System.currentTimeMillis() / 1000 + 1), "--filter", "type=container", "--filter", "event=kill",
+        "--format", "{{.ID}} {{.TimeNano}}").ok().out();
+    for (String id : old) {
+      long killMs = kills.lines().filter(l -> l.startsWith(id + " ")).mapToLong(l -> Long.parseLong(l.split(" ")[1]))
+          .min().orElseThrow(() -> new AssertionError("no kill event of " + id + " in:\n" + kills)) / 1_000_000;
+      assertThat(killMs - stoppingAtMs.get(id)).as("task %s stopping this many ms before Docker signalled it", id)
+          .isGreaterThan(1000);
+    }
+    awaitModel("2 new roll tasks running", Duration.ofSeconds(30), x -> x.containers().stream()
+        .filter(c -> c.serviceId().equals(svc) && c.running() && !old.contains(c.containerId())).count() == 2);
+  }
+
   // ---- helpers ------------------------------------------------------------------------------
 
   private String network(String name, String... opts) {
