@@ -315,8 +315,29 @@ class DockerMirrorTest {
       sleep(50);
       m = model();
     }
-    assertThat(m.containers()).filteredOn(c -> c.serviceId().equals(svc)).singleElement()
-        .satisfies(c -> assertThat(c.running()).isTrue());
+    ContainerRecord last = m.containers().stream().filter(c -> c.serviceId().equals(svc)).collect(
+        java.util.stream.Collectors.collectingAndThen(java.util.stream.Collectors.toList(), l -> {
+          assertThat(l).singleElement().satisfies(c -> assertThat(c.running()).isTrue());
+          return l.get(0);
+        }));
+
+    // service rm: the removed service's last task leaves as early (the task filter no longer
+    // knows the service, its tasks are found in the full list)
+    dockerd.docker("service", "rm", svc).ok();
+    services.remove(svc);
+    long t1 = System.nanoTime();
+    while (!m.containers().stream().anyMatch(c -> c.containerId().equals(last.containerId())
+        && c.state().equals("stopping"))) {
+      if (System.nanoTime() - t1 > Duration.ofMillis(700).toNanos()) {
+        throw new AssertionError("the removed service's task not stopping within 700 ms; etcd has " + m);
+      }
+      sleep(20);
+      m = model();
+    }
+    assertThat(dockerd.docker("ps", "-q", "--no-trunc", "-f", "id=" + last.containerId()).ok().out().strip())
+        .as("still running: Docker has not signalled it yet").isEqualTo(last.containerId());
+    awaitModel("the removed service's task gone", Duration.ofSeconds(30),
+        x -> x.containers().stream().noneMatch(c -> c.containerId().equals(last.containerId())));
   }
 
   @Test
