@@ -10,9 +10,11 @@ import java.util.TreeMap;
  * One container on a node, at {@code <P>/docker-data/containers/<node>/<container-id>}, written by
  * the node that runs it on that node's etcd lease (so a dead node's containers disappear). For
  * Swarm tasks {@code serviceId}, {@code taskId}, {@code taskName} ("svc.slot.taskid") are set.
- * {@code state} is "running", "stopping" (a kill/stop/die event came: it leaves the VIP backends at
- * once) or "starting" (a Swarm task whose health check has not passed yet: Docker publishes a task
- * only once healthy); only "running" containers resolve and receive VIP traffic.
+ * {@code state} is "running", "stopping" (it leaves the VIP backends at once: a manager saw its
+ * task's desired state turn shutdown, or a kill/stop/die event came; for a Swarm task this is
+ * final, the task never runs again) or "starting" (a Swarm task whose health check has not passed
+ * yet: Docker publishes a task only once healthy); only "running" containers resolve and receive
+ * VIP traffic.
  */
 public record ContainerRecord(String containerId, String name, String hostname, String node, String serviceId,
     String serviceName, String taskId, String taskName, String state, String sandboxKey,
@@ -23,6 +25,11 @@ public record ContainerRecord(String containerId, String name, String hostname, 
    * Swarm task, the placeholder address the leader chose (flannel-np gave it {@code ip} instead).
    */
   public record Attachment(String ip, String endpointId, List<String> aliases, String placeholder) {}
+
+  public ContainerRecord withState(String newState) {
+    return new ContainerRecord(containerId, name, hostname, node, serviceId, serviceName, taskId, taskName, newState,
+        sandboxKey, networks);
+  }
 
   public boolean running() {
     return "running".equals(state);

@@ -206,6 +206,66 @@ public final class DockerMirror {
         str(settings, "SandboxKey"), Map.copyOf(attachments));
   }
 
+  /** A task's container the managers mark "stopping" before its node sees anything happen. */
+  record LeavingTask(String nodeId, String containerId, String taskId) {}
+
+  /**
+   * {@code GET /tasks} → the tasks of {@code serviceId} the orchestrator is shutting down (desired
+   * state shutdown or remove) whose container still runs. Docker's executor takes such a task out
+   * of its own DNS and load balancer at once and stops the container 2 s later
+   * (defaultGossipConvergeDelay); these are the ones to take out of ours in that window.
+   */
+  static List<LeavingTask> leavingTasks(JsonArray tasks, String serviceId) {
+    List<LeavingTask> out = new ArrayList<>();
+    for (Object o : tasks) {
+      if (!(o instanceof JsonObject t) || !serviceId.equals(str(t, "ServiceID"))) {
+        continue;
+      }
+      String desired = str(t, "DesiredState");
+      JsonObject status = obj(t, "Status");
+      String cid = str(obj(status, "ContainerStatus"), "ContainerID");
+      String node = str(t, "NodeID");
+      if (("shutdown".equals(desired) || "remove".equals(desired)) && "running".equals(str(status, "State"))
+          && !cid.isEmpty() && !node.isEmpty()) {
+        out.add(new LeavingTask(node, cid, str(t, "ID")));
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Whether a {@code GET /services/{id}} answer shows a rolling update (or its rollback) in
+   * progress: its later tasks are shut down one step at a time (UpdateConfig.Delay apart), long
+   * after the service's own update event, which comes only at the start and the end.
+   */
+  static boolean updating(JsonObject svc) {
+    String state = str(obj(svc, "UpdateStatus"), "State");
+    return "updating".equals(state) || "rollback_started".equals(state);
+  }
+
+  /**
+   * The record a node writes for one of its containers, given what etcd holds for it: a Swarm task
+   * a manager marked "stopping" stays so (a task never runs again, a new task is a new container),
+   * so the node's own pass, which only sees a still-running container, does not put it back among
+   * the backends.
+   */
+  static ContainerRecord keepStopping(ContainerRecord fresh, ContainerRecord stored) {
+    if (stored != null && "stopping".equals(stored.state()) && !fresh.taskId().isEmpty()
+        && fresh.taskId().equals(stored.taskId()) && fresh.containerId().equals(stored.containerId())) {
+      return fresh.withState("stopping");
+    }
+    return fresh;
+  }
+
+  /** The record of a leaving task marked stopping, or null if {@code stored} is not that task's or already stopping. */
+  static ContainerRecord markStopping(ContainerRecord stored, LeavingTask t) {
+    if (stored == null || stored.taskId().isEmpty() || !stored.taskId().equals(t.taskId())
+        || !stored.containerId().equals(t.containerId()) || "stopping".equals(stored.state())) {
+      return null;
+    }
+    return stored.withState("stopping");
+  }
+
   // ---- tolerant JSON access ---------------------------------------------------------------
 
   static JsonObject obj(JsonObject j, String key) {

@@ -7,6 +7,7 @@ import io.flannelnp.docker.DockerMessage.DockerEvent;
 import io.flannelnp.docker.DockerMessage.DockerStatus;
 import io.flannelnp.etcd.EtcdSchema;
 import io.flannelnp.etcd.EtcdStore;
+import io.flannelnp.etcd.KeyValue;
 import io.flannelnp.model.ContainerRecord;
 import io.flannelnp.model.DockerNetwork;
 import io.flannelnp.model.ServiceRecord;
@@ -48,6 +49,13 @@ import java.util.logging.Logger;
  * election; the managers read the same Raft store and every write is compare-before-write guarded
  * by the revision read, so N managers cost N reads but one write per change.
  *
+ * <p>A task leaving (scale down, update, service rm) is taken out of DNS and the VIP backends when
+ * the orchestrator sets its desired state to shutdown, as Docker's executor takes it out of its own
+ * 2 s before it signals the container: managers poll the tasks of a service for a while after its
+ * update/remove event (longer while a rolling update runs) and rewrite such a task's record as
+ * "stopping" in place; its node keeps it so. Without a manager's help a node marks it at the
+ * container's kill/stop/die event.
+ *
  * <p>Only the list and inspect endpoints are used, and only from this verticle's event loop, never
  * from a plugin call: Docker holds a starting container's lock during driver calls.
  */
@@ -59,6 +67,16 @@ public final class DockerVerticle extends VerticleBase {
   /** Events arriving together (a service scale is dozens) cost one pass. */
   private static final long DEBOUNCE_MS = 50;
   private static final long RESYNC_MS = 30_000;
+  /**
+   * How long after a service update/remove event a manager looks for tasks being shut down: the
+   * orchestrator sets their desired state a little after the spec changes, and no task events
+   * exist in Docker 20.10.
+   */
+  private static final long DRAIN_WINDOW_MS = 1500;
+  /** Pause between two task polls of the drain window (a poll starts only after the last ended). */
+  private static final long DRAIN_POLL_MS = 100;
+  /** One task poll answers within this or is given up (the next poll asks again). */
+  private static final long DRAIN_POLL_TIMEOUT_MS = 2000;
 
   private final String socketPath;
   private final EtcdStore etcd;
@@ -96,6 +114,11 @@ public final class DockerVerticle extends VerticleBase {
   private final Map<String, String[]> inspectFingerprint = new HashMap<>();
   private final Map<String, JsonObject> inspectCache = new HashMap<>();
   private String identity = "";
+
+  // the drain of leaving tasks (managers)
+  /** Service ID → when its drain window ends (System.nanoTime()). */
+  private final Map<String, Long> drainUntil = new HashMap<>();
+  private boolean draining;
 
   public DockerVerticle(Config config, EtcdStore etcd, EtcdSchema schema) {
     this.socketPath = config.dockerSocket();
@@ -184,7 +207,11 @@ public final class DockerVerticle extends VerticleBase {
 
   /** GET of a JSON answer; null for 404 (the object is gone, which a pass treats as absent). */
   private Future<Object> get(String uri) {
-    return client.request(request(uri).setIdleTimeout(10_000)).compose(req -> req.send()).compose(resp -> {
+    return get(uri, 10_000);
+  }
+
+  private Future<Object> get(String uri, long idleTimeoutMs) {
+    return client.request(request(uri).setIdleTimeout(idleTimeoutMs)).compose(req -> req.send()).compose(resp -> {
       if (resp.statusCode() == 404) {
         return resp.body().map(b -> null);
       }
@@ -286,6 +313,11 @@ public final class DockerVerticle extends VerticleBase {
         }
       }
       case "network" -> forget(attrs.getOrDefault("container", ""));
+      case "service" -> {
+        if ((action.equals("update") || action.equals("remove")) && last.manager() && !id.isEmpty()) {
+          drain(id);
+        }
+      }
       default -> { }
     }
     wake(false);
@@ -307,6 +339,105 @@ public final class DockerVerticle extends VerticleBase {
   private void forget(String containerId) {
     inspectCache.remove(containerId);
     inspectFingerprint.remove(containerId);
+  }
+
+  // ---- leaving tasks (managers) -------------------------------------------------------------
+
+  /**
+   * Opens (or extends) the drain window of a service: until it ends, its tasks are polled and every
+   * task being shut down whose container still runs gets its record marked "stopping" in place, so
+   * it leaves our DNS and VIP backends as Docker's executor takes it out of its own, 2 s before
+   * the container is signalled (which is when the node's own mirror would notice).
+   */
+  private void drain(String serviceId) {
+    drainUntil.put(serviceId, System.nanoTime() + DRAIN_WINDOW_MS * 1_000_000);
+    if (!draining) {
+      draining = true;
+      drainPoll();
+    }
+  }
+
+  private void drainPoll() {
+    long now = System.nanoTime();
+    drainUntil.values().removeIf(end -> end - now < 0);
+    if (stopped || drainUntil.isEmpty() || !last.manager() || api.isEmpty()) {
+      drainUntil.clear();
+      draining = false;
+      return;
+    }
+    List<Future<Integer>> polls = new ArrayList<>();
+    for (String svc : List.copyOf(drainUntil.keySet())) {
+      polls.add(drainService(svc).recover(e -> {
+        LOG.fine("drain poll of service " + svc + " failed: " + e.getMessage());
+        return Future.succeededFuture(0);
+      }));
+    }
+    Future.join(polls).onComplete(ar -> {
+      if (!stopped) {
+        vertx.setTimer(DRAIN_POLL_MS, t -> drainPoll());
+      } else {
+        draining = false;
+      }
+    });
+  }
+
+  /**
+   * One poll of a service's tasks; the result counts the records marked stopping. While the
+   * service is in a rolling update its window stays open, so every step's leaving tasks are seen.
+   */
+  private Future<Integer> drainService(String serviceId) {
+    String filter = new JsonObject().put("service", new JsonArray().add(serviceId)).encode();
+    String v = "/v" + api;
+    Future<Object> svc = get(v + "/services/" + URLEncoder.encode(serviceId, StandardCharsets.UTF_8),
+        DRAIN_POLL_TIMEOUT_MS).onSuccess(o -> {
+          if (o instanceof JsonObject j && DockerMirror.updating(j) && drainUntil.containsKey(serviceId)) {
+            drainUntil.put(serviceId, System.nanoTime() + DRAIN_WINDOW_MS * 1_000_000);
+          }
+        });
+    // a removed service is unknown to the filter (404): its tasks are still listed unfiltered
+    return get(v + "/tasks?filters=" + URLEncoder.encode(filter, StandardCharsets.UTF_8), DRAIN_POLL_TIMEOUT_MS)
+        .compose(o -> o == null ? get(v + "/tasks", DRAIN_POLL_TIMEOUT_MS) : Future.succeededFuture(o))
+        .compose(o -> {
+          if (!(o instanceof JsonArray tasks)) {
+            return Future.failedFuture("GET /tasks: not a JSON array");
+          }
+          List<Future<Boolean>> marks = new ArrayList<>();
+          DockerMirror.leavingTasks(tasks, serviceId).forEach(t -> marks.add(markStopping(t)));
+          return Future.all(marks).map(x -> (int) marks.stream().filter(Future::result).count());
+        }).compose(n -> svc.map(n));
+  }
+
+  /**
+   * Rewrites a leaving task's record as "stopping", on the lease the record already has (its
+   * node's: a dead node's records must still expire) and guarded by the revision read, so a
+   * concurrent write of the node or another manager wins and the next poll looks again.
+   */
+  private Future<Boolean> markStopping(DockerMirror.LeavingTask t) {
+    String key = schema.dockerContainer(t.nodeId(), t.containerId());
+    return etcd.get(key).compose(o -> {
+      if (o.isEmpty() || o.get().lease() == 0) {
+        return Future.succeededFuture(false); // not written yet, already gone, or not a node's record
+      }
+      KeyValue kv = o.get();
+      ContainerRecord stored;
+      try {
+        stored = ContainerRecord.fromJson(kv.value());
+      } catch (RuntimeException e) {
+        return Future.succeededFuture(false);
+      }
+      ContainerRecord marked = DockerMirror.markStopping(stored, t);
+      if (marked == null) {
+        return Future.succeededFuture(false);
+      }
+      return etcd.txn().ifModRevision(key, kv.modRevision()).thenPut(key, marked.toJson(), kv.lease()).commit()
+          .map(r -> {
+            if (r.succeeded()) {
+              LOG.fine("task " + t.taskId() + " of node " + t.nodeId() + " is being shut down: its container "
+                  + stored.shortId() + " leaves the backends now");
+            }
+            return r.succeeded();
+          });
+    });
   }
 
   // ---- the reconciler ---------------------------------------------------------------------
@@ -476,11 +607,23 @@ public final class DockerVerticle extends VerticleBase {
   }
 
   private Future<Integer> write(DockerState d, long leaseId, boolean manager, int[] conflicts) {
-    Map<String, String> ctrs = new TreeMap<>();
-    d.containers().forEach(c -> ctrs.put(schema.dockerContainer(identity, c.containerId()), c.toJson()));
     String mine = schema.dockerContainers(identity);
-    Future<Integer> n = etcd.list(mine).compose(l ->
-        RecordSync.apply(etcd, RecordSync.diff(ctrs, l.kvs(), leaseId), leaseId, conflicts));
+    Future<Integer> n = etcd.list(mine).compose(l -> {
+      Map<String, ContainerRecord> stored = new HashMap<>();
+      for (KeyValue kv : l.kvs()) {
+        try {
+          stored.put(kv.key(), ContainerRecord.fromJson(kv.value()));
+        } catch (RuntimeException unreadable) {
+          // rewritten below from what Docker has
+        }
+      }
+      Map<String, String> ctrs = new TreeMap<>();
+      d.containers().forEach(c -> {
+        String key = schema.dockerContainer(identity, c.containerId());
+        ctrs.put(key, DockerMirror.keepStopping(c, stored.get(key)).toJson());
+      });
+      return RecordSync.apply(etcd, RecordSync.diff(ctrs, l.kvs(), leaseId), leaseId, conflicts);
+    });
     if (!manager) {
       return n;
     }

@@ -162,4 +162,70 @@ class DockerMirrorJsonTest {
     assertThat(DockerVerticle.goingAway("die", "")).isTrue();
     assertThat(DockerVerticle.goingAway("start", "")).isFalse();
   }
+
+  /** {@code GET /tasks?filters={"service":["svc1"]}} during a scale 2 → 1 (shapes of dockerd 20.10). */
+  static final String TASKS = """
+      [{"ID":"tsk1","ServiceID":"svc1","NodeID":"node1","Slot":1,"DesiredState":"running",
+        "Status":{"State":"running","ContainerStatus":{"ContainerID":"c1","PID":10}}},
+       {"ID":"tsk2","ServiceID":"svc1","NodeID":"node2","Slot":2,"DesiredState":"shutdown",
+        "Status":{"State":"running","ContainerStatus":{"ContainerID":"c2","PID":11}}},
+       {"ID":"tsk3","ServiceID":"svc1","NodeID":"node1","Slot":3,"DesiredState":"shutdown",
+        "Status":{"State":"shutdown","ContainerStatus":{"ContainerID":"c3","ExitCode":137}}},
+       {"ID":"tsk4","ServiceID":"svc1","NodeID":"node2","Slot":4,"DesiredState":"remove",
+        "Status":{"State":"running","ContainerStatus":{"ContainerID":"c4","PID":12}}},
+       {"ID":"tsk5","ServiceID":"svc1","NodeID":"","Slot":5,"DesiredState":"shutdown",
+        "Status":{"State":"pending"}},
+       {"ID":"tsk6","ServiceID":"other","NodeID":"node1","Slot":1,"DesiredState":"shutdown",
+        "Status":{"State":"running","ContainerStatus":{"ContainerID":"c6","PID":13}}}]
+      """;
+
+  @Test
+  void onlyRunningTasksTheOrchestratorIsShuttingDownAreLeaving() {
+    assertThat(DockerMirror.leavingTasks(new JsonArray(TASKS), "svc1")).containsExactly(
+        new DockerMirror.LeavingTask("node2", "c2", "tsk2"), new DockerMirror.LeavingTask("node2", "c4", "tsk4"));
+    assertThat(DockerMirror.leavingTasks(new JsonArray(TASKS), "nosuch")).isEmpty();
+  }
+
+  @Test
+  void aRollingUpdateOrItsRollbackIsInProgressUntilCompletedOrPaused() {
+    assertThat(DockerMirror.updating(new JsonObject(SERVICE))).as("no UpdateStatus: never updated").isFalse();
+    for (String st : List.of("updating", "rollback_started")) {
+      assertThat(DockerMirror.updating(new JsonObject(SERVICE).put("UpdateStatus", new JsonObject()
+          .put("State", st).put("StartedAt", "2026-11-28T07:00:00Z")))).as(st).isTrue();
+    }
+    for (String st : List.of("completed", "paused", "rollback_completed", "rollback_paused")) {
+      assertThat(DockerMirror.updating(new JsonObject(SERVICE).put("UpdateStatus", new JsonObject()
+          .put("State", st)))).as(st).isFalse();
+    }
+  }
+
+  @Test
+  void aTaskMarkedStoppingStaysStoppingWhileItsContainerStillRuns() {
+    ContainerRecord fresh = DockerMirror.container(new JsonObject(TASK), nets().keySet(), "node1", false);
+    assertThat(fresh.state()).isEqualTo("running");
+    ContainerRecord marked = DockerMirror.markStopping(fresh,
+        new DockerMirror.LeavingTask("node1", fresh.containerId(), "tsk1"));
+    assertThat(marked.state()).isEqualTo("stopping");
+    assertThat(marked.withState("running")).isEqualTo(fresh);
+    assertThat(DockerMirror.markStopping(marked, new DockerMirror.LeavingTask("node1", fresh.containerId(), "tsk1")))
+        .as("already stopping: nothing to write").isNull();
+    assertThat(DockerMirror.markStopping(fresh, new DockerMirror.LeavingTask("node1", fresh.containerId(), "tskX")))
+        .as("another task's record is left alone").isNull();
+
+    // the node's pass sees a running container; the stored record says stopping: it stays so
+    ContainerRecord kept = DockerMirror.keepStopping(fresh, ContainerRecord.fromJson(marked.toJson()));
+    assertThat(kept.state()).isEqualTo("stopping");
+    assertThat(kept.running()).isFalse();
+    assertThat(DockerMirror.keepStopping(fresh, fresh)).isEqualTo(fresh);
+    assertThat(DockerMirror.keepStopping(fresh, null)).as("first record of a new container").isEqualTo(fresh);
+    ContainerRecord otherTask = new ContainerRecord(fresh.containerId(), fresh.name(), fresh.hostname(), "node1",
+        "svc1", "web", "tskOld", "web.1.tskOld", "stopping", fresh.sandboxKey(), fresh.networks());
+    assertThat(DockerMirror.keepStopping(fresh, otherTask).state()).as("only the same task is sticky")
+        .isEqualTo("running");
+    JsonObject plain = new JsonObject(TASK);
+    plain.getJsonObject("Config").put("Labels", new JsonObject());
+    ContainerRecord notTask = DockerMirror.container(plain, nets().keySet(), "node1", false);
+    assertThat(DockerMirror.keepStopping(notTask, notTask.withState("stopping")).state())
+        .as("a plain container can be started again: not sticky").isEqualTo("running");
+  }
 }

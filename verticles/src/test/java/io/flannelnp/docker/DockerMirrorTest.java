@@ -272,6 +272,120 @@ class DockerMirrorTest {
     }
   }
 
+  @Test
+  void aTaskBeingScaledAwayLeavesTheBackendsBeforeDockerSignalsIt() {
+    startMirror(dockerd.socket());
+    String net = network("fndnet3");
+    String svc = service("drain", "--replicas", "3", "--network", "fndnet3", "--stop-grace-period", "1s");
+    awaitModel("3 drain tasks running", Duration.ofSeconds(60), x -> x.services().containsKey(svc)
+        && x.containers().stream().filter(c -> c.serviceId().equals(svc) && c.running()).count() == 3);
+
+    dockerd.docker("service", "scale", "--detach", "drain=1").ok();
+    long t0 = System.nanoTime();
+    // Docker's executor deactivates the binding now and signals the containers 2 s later
+    Map<String, Long> stoppingAt = new java.util.HashMap<>();
+    ClusterModel m = model();
+    while (stoppingAt.size() < 2) {
+      long t = System.nanoTime() - t0;
+      if (t > Duration.ofMillis(700).toNanos()) {
+        throw new AssertionError("within 700 ms only " + stoppingAt.size() + " task(s) turned stopping; etcd has "
+            + m);
+      }
+      for (ContainerRecord c : m.containers()) {
+        if (c.serviceId().equals(svc) && c.state().equals("stopping")) {
+          stoppingAt.putIfAbsent(c.containerId(), t);
+        }
+      }
+      sleep(20);
+      m = model();
+    }
+    assertThat(m.backends(svc, net)).as("only the staying task takes new connections").hasSize(1);
+    assertThat(dockerd.docker("ps", "-q", "--no-trunc", "-f", "label=com.docker.swarm.service.id=" + svc).ok().out()
+        .strip().split("\n")).as("the leaving containers still run: Docker has not signalled them yet")
+        .contains(stoppingAt.keySet().toArray(String[]::new));
+
+    // they never come back among the backends, and vanish once stopped
+    long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+    while (m.containers().stream().anyMatch(c -> stoppingAt.containsKey(c.containerId()))) {
+      assertThat(m.containers()).filteredOn(c -> stoppingAt.containsKey(c.containerId()))
+          .as("a stopping task stays stopping").allSatisfy(c -> assertThat(c.state()).isEqualTo("stopping"));
+      if (System.nanoTime() > deadline) {
+        throw new AssertionError("the stopped tasks did not vanish within 30 s; etcd has " + m);
+      }
+      sleep(50);
+      m = model();
+    }
+    ContainerRecord last = m.containers().stream().filter(c -> c.serviceId().equals(svc)).collect(
+        java.util.stream.Collectors.collectingAndThen(java.util.stream.Collectors.toList(), l -> {
+          assertThat(l).singleElement().satisfies(c -> assertThat(c.running()).isTrue());
+          return l.get(0);
+        }));
+
+    // service rm: the removed service's last task leaves as early (the task filter no longer
+    // knows the service, its tasks are found in the full list)
+    dockerd.docker("service", "rm", svc).ok();
+    services.remove(svc);
+    long t1 = System.nanoTime();
+    while (!m.containers().stream().anyMatch(c -> c.containerId().equals(last.containerId())
+        && c.state().equals("stopping"))) {
+      if (System.nanoTime() - t1 > Duration.ofMillis(700).toNanos()) {
+        throw new AssertionError("the removed service's task not stopping within 700 ms; etcd has " + m);
+      }
+      sleep(20);
+      m = model();
+    }
+    assertThat(dockerd.docker("ps", "-q", "--no-trunc", "-f", "id=" + last.containerId()).ok().out().strip())
+        .as("still running: Docker has not signalled it yet").isEqualTo(last.containerId());
+    awaitModel("the removed service's task gone", Duration.ofSeconds(30),
+        x -> x.containers().stream().noneMatch(c -> c.containerId().equals(last.containerId())));
+  }
+
+  @Test
+  void everyStepOfARollingUpdateLeavesTheBackendsBeforeDockerKillsItsTask() {
+    startMirror(dockerd.socket());
+    String net = network("fndnet4");
+    String svc = service("roll", "--replicas", "2", "--network", "fndnet4", "--stop-grace-period", "1s",
+        "--update-parallelism", "1", "--update-delay", "3s");
+    ClusterModel m = awaitModel("2 roll tasks running", Duration.ofSeconds(60), x -> x.services().containsKey(svc)
+        && x.containers().stream().filter(c -> c.serviceId().equals(svc) && c.running()).count() == 2);
+    List<String> old = m.containers().stream().filter(c -> c.serviceId().equals(svc))
+        .map(ContainerRecord::containerId).toList();
+
+    long since = System.currentTimeMillis() / 1000 - 1;
+    dockerd.docker("service", "update", "--detach", "--force", "roll").ok();
+    // the second old task is shut down one step (start of its successor + 3 s) after the update
+    // event: the drain must follow the whole update, not only its first 1.5 s
+    Map<String, Long> stoppingAtMs = new java.util.HashMap<>();
+    long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
+    while (m.containers().stream().anyMatch(c -> old.contains(c.containerId()))) {
+      if (System.nanoTime() > deadline) {
+        throw new AssertionError("the old tasks did not leave within 60 s; etcd has " + m);
+      }
+      long now = System.currentTimeMillis();
+      for (ContainerRecord c : m.containers()) {
+        if (old.contains(c.containerId()) && c.state().equals("stopping")) {
+          stoppingAtMs.putIfAbsent(c.containerId(), now);
+        } else if (stoppingAtMs.containsKey(c.containerId())) {
+          throw new AssertionError("a stopping task came back as " + c.state() + ": " + c);
+        }
+      }
+      sleep(20);
+      m = model();
+    }
+    assertThat(stoppingAtMs).as("every old task was seen stopping").containsOnlyKeys(old);
+    String kills = dockerd.docker("events", "--since", Long.toString(since), "--until",
+        Long.toString(System.currentTimeMillis() / 1000 + 1), "--filter", "type=container", "--filter", "event=kill",
+        "--format", "{{.ID}} {{.TimeNano}}").ok().out();
+    for (String id : old) {
+      long killMs = kills.lines().filter(l -> l.startsWith(id + " ")).mapToLong(l -> Long.parseLong(l.split(" ")[1]))
+          .min().orElseThrow(() -> new AssertionError("no kill event of " + id + " in:\n" + kills)) / 1_000_000;
+      assertThat(killMs - stoppingAtMs.get(id)).as("task %s stopping this many ms before Docker signalled it", id)
+          .isGreaterThan(1000);
+    }
+    awaitModel("2 new roll tasks running", Duration.ofSeconds(30), x -> x.containers().stream()
+        .filter(c -> c.serviceId().equals(svc) && c.running() && !old.contains(c.containerId())).count() == 2);
+  }
+
   // ---- helpers ------------------------------------------------------------------------------
 
   private String network(String name, String... opts) {
