@@ -58,7 +58,7 @@ public final class DockerMirror {
     if (BUILTIN_DRIVERS.contains(str(net, "Driver"))) {
       fid = "";
     }
-    JsonArray configs = ipam.getJsonArray("Config", new JsonArray());
+    JsonArray configs = arr(ipam, "Config"); // null while Swarm has not allocated it (refused by our IPAM)
     String subnet = "";
     for (Object c : configs) {
       if (c instanceof JsonObject o && !str(o, "Subnet").isEmpty() && !str(o, "Subnet").contains(":")) {
@@ -96,7 +96,7 @@ public final class DockerMirror {
       mode = str(obj(endpoint, "Spec"), "Mode");
     }
     Map<String, String> vips = new TreeMap<>();
-    for (Object o : endpoint.getJsonArray("VirtualIPs", new JsonArray())) {
+    for (Object o : arr(endpoint, "VirtualIPs")) {
       if (o instanceof JsonObject v) {
         String net = str(v, "NetworkID");
         String addr = str(v, "Addr");
@@ -112,7 +112,7 @@ public final class DockerMirror {
     Map<String, List<String>> aliases = new TreeMap<>();
     JsonArray attach = obj(spec, "TaskTemplate").getJsonArray("Networks");
     if (attach == null) {
-      attach = spec.getJsonArray("Networks", new JsonArray()); // deprecated place, API < 1.25 clients
+      attach = arr(spec, "Networks"); // deprecated place, API < 1.25 clients
     }
     for (Object o : attach) {
       if (o instanceof JsonObject a) {
@@ -271,6 +271,12 @@ public final class DockerMirror {
   static JsonObject obj(JsonObject j, String key) {
     Object v = j == null ? null : j.getValue(key);
     return v instanceof JsonObject o ? o : new JsonObject();
+  }
+
+  /** The array at key; empty when absent or JSON null (getJsonArray's default covers only absent). */
+  static JsonArray arr(JsonObject j, String key) {
+    Object v = j == null ? null : j.getValue(key);
+    return v instanceof JsonArray a ? a : new JsonArray();
   }
 
   static String str(JsonObject j, String key) {

@@ -101,6 +101,32 @@ class DockerMirrorJsonTest {
     assertThat(DockerNetwork.fromJson(n.toJson())).isEqualTo(n);
   }
 
+  /**
+   * A Swarm network our IPAM refused (no flannel-id) stays in GET /networks unallocated, with JSON
+   * nulls where arrays go (lab, dockerd 20.10); it once failed every mirror pass, so no service
+   * reached etcd and no node had VIP rules.
+   */
+  @Test
+  void anUnallocatedNetworkAndAServiceOnItDoNotStopTheOthersBeingMirrored() {
+    JsonObject refused = new JsonObject("""
+        {"Name":"nofid","Id":"refusedid0000000000000000","Scope":"swarm","Driver":"","EnableIPv6":false,
+         "IPAM":{"Driver":"","Options":null,"Config":null},"Internal":false,"Attachable":true,
+         "Ingress":false,"Containers":null,"Options":null,"Labels":null}
+        """);
+    Map<String, DockerNetwork> nets = DockerMirror.networks(new JsonArray(List.of(new JsonObject(PLUGIN_NET), refused)));
+    assertThat(nets.get(NET_ID).subnet()).isEqualTo("10.99.16.0/20");
+    if (nets.containsKey("refusedid0000000000000000")) {
+      assertThat(nets.get("refusedid0000000000000000").subnet()).as("no address pool yet").isEmpty();
+    }
+    JsonObject pending = new JsonObject("""
+        {"ID":"svc9","Spec":{"Name":"bad","TaskTemplate":{"Networks":[{"Target":"refusedid0000000000000000"}]},
+         "EndpointSpec":{"Mode":"vip"}},"Endpoint":{"Spec":{"Mode":"vip"},"VirtualIPs":null}}
+        """);
+    Map<String, ServiceRecord> svcs = DockerMirror.services(new JsonArray(List.of(pending, new JsonObject(SERVICE))), nets);
+    assertThat(svcs.get("svc1").vips()).containsExactly(Map.entry(NET_ID, "10.99.16.2"));
+    assertThat(svcs.get("svc9").vips()).isEmpty();
+  }
+
   @Test
   void servicesKeepTheirModeVipsAndAliasesOnMirroredNetworks() {
     Map<String, ServiceRecord> svcs = DockerMirror.services(
