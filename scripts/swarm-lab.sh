@@ -11,6 +11,10 @@
 #                                     use {i} {node} {ip} {etcd}; prints enable→socket times
 #   swarm-lab.sh etcdctl ARGS…        etcdctl against the lab's etcd
 #
+# FNP_LAB_DNS_HOSTS="name=a.b.c.d,…" (optional): `up` also runs dnsmasq on the lab bridge
+# ($NET.1:53, answering only these names, never forwarding) and gives every dockerd
+# "dns": ["$NET.1"], so names outside the Swarm are answered through Docker's upstream.
+#
 # Layout (names from FNP_LAB_PREFIX, default fnp; state in FNP_LAB_STATE, default /tmp/fnp-lab):
 #   netns fnp-infra: bridge fnpbr0 $NET.1/24 and etcd :2379 (data on tmpfs)
 #   netns fnpI: eth0 $NET.(10+I)/24 (veth to the bridge, no default route), dockerd in its own
@@ -128,13 +132,30 @@ cmd_up() {
     --initial-cluster "fnp-etcd=http://$ETCD_IP:2380" --logger zap --log-level warn \
     </dev/null >"$STATE/etcd.log" 2>&1 &
   echo $! >"$STATE/etcd.pid"
+  local dns_json=""
+  if [[ -n "${FNP_LAB_DNS_HOSTS:-}" ]]; then
+    command -v dnsmasq >/dev/null || die "FNP_LAB_DNS_HOSTS needs dnsmasq (apt-get install dnsmasq-base)"
+    local h hs recs=()
+    IFS=, read -ra hs <<<"$FNP_LAB_DNS_HOSTS"
+    for h in "${hs[@]}"; do
+      [[ "$h" =~ ^([A-Za-z0-9][A-Za-z0-9.-]*)=([0-9]{1,3}(\.[0-9]{1,3}){3})$ ]] \
+        || die "FNP_LAB_DNS_HOSTS: '$h' is not NAME=IPv4"
+      recs+=("--host-record=${BASH_REMATCH[1]},${BASH_REMATCH[2]}")
+    done
+    # only the bridge address, only these names: nothing is forwarded off the machine
+    setsid nsenter --net="/run/netns/$INFRA" -- dnsmasq --keep-in-foreground --conf-file=/dev/null \
+      --no-resolv --no-hosts --no-poll --bind-interfaces --listen-address="$ETCD_IP" --pid-file= \
+      --log-queries --log-facility=- "${recs[@]}" </dev/null >"$STATE/dnsmasq.log" 2>&1 &
+    echo $! >"$STATE/dnsmasq.pid"
+    dns_json=", \"dns\": [\"$ETCD_IP\"]"
+  fi
 
   for ((i = 1; i <= N; i++)); do
     d=$(node_dir "$i"); ns=$(node_ns "$i")
     mkdir -p "$d"/{run,etc,varlib}
     cat >"$d/etc/daemon.json" <<EOF
 {"storage-driver": "overlay2", "cgroup-parent": "/$PREFIX/$ns", "shutdown-timeout": 3,
- "live-restore": false, "log-driver": "json-file", "log-opts": {"max-size": "1m"}}
+ "live-restore": false, "log-driver": "json-file", "log-opts": {"max-size": "1m"}$dns_json}
 EOF
     FNP_LAB_PREFIX="$PREFIX" setsid nsenter --net="/run/netns/$ns" -- \
       unshare --mount --uts --propagation slave -- \
@@ -225,6 +246,10 @@ cmd_down() {
   if [[ -s "$STATE/etcd.pid" ]]; then
     p=$(cat "$STATE/etcd.pid")
     [[ "$(cat "/proc/$p/comm" 2>/dev/null)" == etcd ]] && stop_pid "$p" etcd 10
+  fi
+  if [[ -s "$STATE/dnsmasq.pid" ]]; then
+    p=$(cat "$STATE/dnsmasq.pid")
+    [[ "$(cat "/proc/$p/comm" 2>/dev/null)" == dnsmasq ]] && stop_pid "$p" dnsmasq 5
   fi
   if [[ -e /run/netns/$INFRA ]]; then
     for p in $(ip netns pids "$INFRA" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
