@@ -140,7 +140,7 @@ cmd_up() {
     for h in "${hs[@]}"; do
       [[ "$h" =~ ^([A-Za-z0-9][A-Za-z0-9.-]*)=([0-9]{1,3}(\.[0-9]{1,3}){3})$ ]] \
         || die "FNP_LAB_DNS_HOSTS: '$h' is not NAME=IPv4"
-      recs+=("--host-record=${BASH_REMATCH[1]},${BASH_REMATCH[2]}")
+      recs+=("--host-record=${BASH_REMATCH[1]},${BASH_REMATCH[2]}" "--local=/${BASH_REMATCH[1]}/")
     done
     # only the bridge address, only these names: nothing is forwarded off the machine
     setsid nsenter --net="/run/netns/$INFRA" -- dnsmasq --keep-in-foreground --conf-file=/dev/null \
