@@ -485,6 +485,11 @@ class SwarmE2EIT {
       sleep(3000);
       lab.dk(3, "plugin", "enable", PLUGIN).out();
       long enabled = System.currentTimeMillis() / 1000;
+      // the restarted daemon serves node 3's running containers again: its DNS answers in c3
+      String pid = lab.dk(3, "inspect", "-f", "{{.State.Pid}}", "c3").out().strip();
+      String vip = vip("web");
+      await(Duration.ofSeconds(15), "flannel-np answering web in c3 again after enable",
+          () -> lab.dig(3, pid, "web").equals(List.of(new SwarmLab.A("web.", TTL, vip))));
       for (Process p : loops) {
         assertThat(p.waitFor(seconds + 30, java.util.concurrent.TimeUnit.SECONDS)).isTrue();
       }
