@@ -103,7 +103,7 @@ class SwarmE2EIT {
         () -> tasks("web").size() == N && tasks("rr").size() == N);
   }
 
-  /** scripts/build-plugin.sh when the plugin directory is older than the jar or the config. */
+  /** scripts/build-plugin.sh unless the plugin directory holds this jar, config and entrypoint. */
   void buildPluginIfStale() throws IOException {
     Path jar = root.resolve("verticles/target/flannel-np.jar");
     assertThat(jar).as("the shaded jar (mvn package)").exists();
@@ -112,7 +112,8 @@ class SwarmE2EIT {
     // by content: `mvn verify` rewrites the jar every time, mostly with the same bytes
     boolean stale = !Files.exists(cfg) || !Files.exists(inRootfs) || Files.mismatch(jar, inRootfs) != -1
         || Files.mismatch(root.resolve("plugin-bundle/config.json"), cfg) != -1
-        || Files.getLastModifiedTime(root.resolve("plugin-bundle")).compareTo(Files.getLastModifiedTime(cfg)) > 0;
+        || !Files.exists(pluginDir.resolve("rootfs/opt/flannel-np/entrypoint.sh"))
+        || Files.mismatch(root.resolve("plugin-bundle/entrypoint.sh"), pluginDir.resolve("rootfs/opt/flannel-np/entrypoint.sh")) != -1;
     if (stale) {
       lab.run(Duration.ofMinutes(20), List.of(root.resolve("scripts/build-plugin.sh").toString(), pluginDir.toString())).out();
     }
