@@ -244,7 +244,11 @@ class SwarmE2EIT {
       assertThat(state).as("a task on the refused network never runs").doesNotContain("Running").isNotBlank();
     } finally {
       rm(1, "service", "pending", "probe");
-      rm(1, "network", "nofid");
+      // service rm is asynchronous: the network is in use until the pending task is gone
+      await(Duration.ofSeconds(30), "network nofid removed", () -> {
+        rm(1, "network", "nofid");
+        return !lab.dk(1, "network", "inspect", "nofid").ok();
+      });
     }
   }
 
