@@ -357,8 +357,9 @@ class SwarmE2EIT {
 
   /**
    * Scale 3 → 10 → 1: from the moment `docker service ps` shows the change (exactly the wanted
-   * number of tasks in current state Running), every node's DNS (tasks.scale, asked inside a
-   * client's network namespace) and its nft VIP backends reflect it within 2 s.
+   * tasks desired and currently Running, the others desired Shutdown), every node's DNS
+   * (tasks.scale, asked with dig inside a client's network namespace) and its nft VIP backends
+   * reflect it within 2 s.
    */
   @Test
   @Order(8)
@@ -428,10 +429,11 @@ class SwarmE2EIT {
   }
 
   /**
-   * The tasks `docker service ps` shows in current state Running (with their placeholder
-   * addresses). Current, not desired state: on scale-down Docker first takes a task out of its own
-   * DNS and LB, waits its 2 s gossip-converge delay, then stops the container; the user sees the
-   * task Running until it has stopped.
+   * The tasks `docker service ps` shows as the service's current set: desired state Running and
+   * current state Running, provided no other task is still desired running (with their
+   * placeholder addresses). On scale-down that is the moment Docker marks the others Shutdown,
+   * before it stops their containers (it first takes them out of its own DNS and LB, waits its
+   * 2 s gossip-converge delay, then sends the signal): our planes must follow the desired state.
    */
   Set<String> runningTaskIps(String svc) {
     List<String> ids = lab.dk(1, "service", "ps", "-q", "--no-trunc", svc).out().lines().map(String::strip)
@@ -440,14 +442,17 @@ class SwarmE2EIT {
       return Set.of();
     }
     List<String> args = new ArrayList<>(List.of("inspect", "-f",
-        "{{.Status.State}} {{range .NetworksAttachments}}{{range .Addresses}}{{.}} {{end}}{{end}}"));
+        "{{.DesiredState}} {{.Status.State}} {{range .NetworksAttachments}}{{range .Addresses}}{{.}} {{end}}{{end}}"));
     args.addAll(ids);
     Set<String> out = new LinkedHashSet<>();
     // tasks removed meanwhile (scale-down deletes them soon after they stop) fail the inspect
     for (String line : lab.dk(1, args.toArray(String[]::new)).stdout().lines().toList()) {
       String[] f = line.strip().split("\\s+");
-      if (f.length >= 2 && f[0].equals("running")) {
-        out.add(f[1].substring(0, f[1].indexOf('/')));
+      if (f.length >= 3 && f[0].equals("running")) {
+        if (!f[1].equals("running")) {
+          return Set.of(); // a wanted task not running yet
+        }
+        out.add(f[2].substring(0, f[2].indexOf('/')));
       }
     }
     return out;
