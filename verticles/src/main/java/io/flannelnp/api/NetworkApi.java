@@ -36,6 +36,8 @@ public final class NetworkApi {
   static final String OPT_VNI = "io.flannel-np.vni";
   static final String GENERIC = "com.docker.network.generic";
   private static final DeliveryOptions KERNEL_CALL = new DeliveryOptions().setSendTimeout(20_000);
+  /** How long Join waits for the resolver in a namespace that is already the container's (Docker 28+). */
+  private static final java.time.Duration DNS_IN_JOIN = java.time.Duration.ofSeconds(5);
   private static final java.util.logging.Logger LOG = java.util.logging.Logger.getLogger(NetworkApi.class.getName());
 
   private final Ipam ipam;
@@ -261,8 +263,8 @@ public final class NetworkApi {
             EndpointAttached at = m.body();
             long gw = AddressPlan.nodeGateway(ipam.heldLease(fid).orElseThrow().block());
             e.put("SandboxKey", sandbox).put("HostVeth", at.hostVeth()).put("ContainerVeth", at.containerVeth());
-            return putEndpoint(epId, e).onSuccess(rev -> injectDns(sandbox, epId))
-                .map(rev -> new JsonObject()
+            return putEndpoint(epId, e).compose(rev -> injectDns(sandbox, epId))
+                .map(v -> new JsonObject()
                 .put("InterfaceName", new JsonObject().put("SrcName", at.containerVeth()).put("DstPrefix", "eth"))
                 .put("StaticRoutes", new JsonArray().add(new JsonObject().put("Destination", rec.subnet().toString())
                     .put("RouteType", 0).put("NextHop", Ipv4.format(gw))))
@@ -273,17 +275,23 @@ public final class NetworkApi {
   }
 
   /**
-   * Puts flannel-np's resolver into the container's namespace. Not awaited: on Docker 27 and
-   * earlier the namespace appears only after Join returns (the DNS plane waits for it), and a DNS
-   * problem must not fail the container's network attachment.
+   * Puts flannel-np's resolver into the container's namespace and waits (bounded) for the DNS
+   * plane's answer. Docker 28 and later call Join when the namespace already is the container's
+   * and start the container right after: the plane injects before answering, so the container's
+   * first query is ours. Docker 27 and earlier make the namespace only after Join returns: the
+   * plane answers at once that it waits for it. A DNS problem never fails the attachment.
    */
-  private void injectDns(String sandbox, String epId) {
+  private Future<Void> injectDns(String sandbox, String epId) {
     if (sandbox.isEmpty()) {
-      return;
+      return Future.succeededFuture();
     }
-    bus.request(Addresses.DNS_INJECT, new io.flannelnp.dns.DnsMessage.InjectDns("", sandbox, epId),
-            new DeliveryOptions().setSendTimeout(40_000))
-        .onFailure(err -> LOG.warning("DNS injection for endpoint " + epId + " failed: " + err.getMessage()));
+    return bus.request(Addresses.DNS_INJECT, new io.flannelnp.dns.DnsMessage.InjectDns("", sandbox, epId),
+            new DeliveryOptions().setSendTimeout(DNS_IN_JOIN.toMillis()))
+        .<Void>map(m -> null)
+        .recover(err -> {
+          LOG.warning("DNS injection for endpoint " + epId + " did not finish within Join: " + err.getMessage());
+          return Future.succeededFuture();
+        });
   }
 
   Future<JsonObject> leave(Req r) {

@@ -289,6 +289,35 @@ class FlannelLabTest {
 
   @Test
   @Order(2)
+  void aJoinIntoANamespaceThatIsAlreadyTheContainersAnswersOnlyOnceOurResolverHoldsIt() throws Exception {
+    // Docker 28 and later: runc create, SetKey, then CreateEndpoint/Join, then runc start. The
+    // namespace is the container's at Join and its first DNS query follows Join's answer at once.
+    Host h = hosts.get("h1");
+    int seq = nextContainer();
+    String c = lab.ns.add("d" + seq);
+    String mac = String.format("02:42:0b:%02x:%02x:%02x", (seq >> 16) & 0xff, (seq >> 8) & 0xff, seq & 0xff);
+    String ep = String.format("%08x", seq) + "d".repeat(56);
+    String cidr = h.ok("/IpamDriver.RequestAddress", j("PoolID", LOCAL + "/" + netA.fid(), "Address", "",
+        "Options", j(MAC_OPT, mac))).getString("Address");
+    h.ok("/NetworkDriver.CreateEndpoint", j("NetworkID", netA.netId(), "EndpointID", ep,
+        "Interface", j("Address", cidr, "AddressIPv6", "", "MacAddress", mac), "Options", j()));
+    assertThat(lab.ns.exec(c, "nft", "list", "table", "ip", "flannel-np-dns").exit()).isNotZero();
+    h.ok("/NetworkDriver.Join", j("NetworkID", netA.netId(), "EndpointID", ep, "SandboxKey", "/run/netns/" + c,
+        "Options", j()));
+    Netns.Result table = lab.ns.exec(c, "nft", "list", "table", "ip", "flannel-np-dns");
+    assertThat(table.exit()).as("our 127.0.0.11 table in the container's namespace when Join returns: " + table.err())
+        .isZero();
+    assertThat(table.out()).contains("127.0.0.11");
+    h.ok("/NetworkDriver.Leave", j("NetworkID", netA.netId(), "EndpointID", ep));
+    await("resolver table removed after Leave", Duration.ofSeconds(10),
+        () -> lab.ns.exec(c, "nft", "list", "table", "ip", "flannel-np-dns").exit() != 0);
+    h.ok("/NetworkDriver.DeleteEndpoint", j("NetworkID", netA.netId(), "EndpointID", ep));
+    h.ok("/IpamDriver.ReleaseAddress", j("PoolID", LOCAL + "/" + netA.fid(), "Address",
+        cidr.substring(0, cidr.indexOf('/'))));
+  }
+
+  @Test
+  @Order(2)
   void pingAndTcpBetweenContainersOnDifferentHosts() throws Exception {
     c1 = attach(hosts.get("h1"), netA);
     c2 = attach(hosts.get("h2"), netA);
