@@ -2,7 +2,7 @@
 # e2e-docker.sh: the createContainer hook against a REAL dockerd (Debian's docker.io, 20.10 here).
 #
 # One node: network namespace fnh-e2e-<pid> with its own etcd, a dockerd in a private mount
-# namespace (../shared/lab/node-init.sh) whose default runtime is hook/target/flannel-np-runtime,
+# namespace (scripts/swarm-lab/node-init.sh) whose default runtime is hook/target/flannel-np-runtime,
 # and flannel-np (verticles/target/flannel-np.jar) as a legacy v1 plugin in that dockerd's mount
 # and network namespaces (socket /run/docker/plugins/flannel-np.sock, IS_HOOK_AVAILABLE=true).
 # A flannel-np network (local scope: see scope-proxy.py), and a name only flannel-np knows (a container record
@@ -20,7 +20,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 JAR="${FNP_JAR:-$ROOT/verticles/target/flannel-np.jar}"
 RUNS="${RUNS:-10}"
 CAPTURE="${CAPTURE:-}"
-NODE_INIT="${NODE_INIT:-/work/shared/lab/node-init.sh}"
+NODE_INIT="${NODE_INIT:-$ROOT/scripts/swarm-lab/node-init.sh}"
 NAME=fnhsecret
 IP=198.18.77.10
 
@@ -101,8 +101,8 @@ cat >"$W/node/etc/daemon.json" <<EOF
 }
 EOF
 
-setsid nsenter --net="/run/netns/$NS" -- unshare --mount --uts --propagation slave -- \
-  "$NODE_INIT" 1 "$W/node" "$IP" info 1 >"$W/dockerd.log" 2>&1 &
+FNP_LAB_PREFIX=fnh setsid nsenter --net="/run/netns/$NS" -- unshare --mount --uts --propagation slave -- \
+  "$NODE_INIT" 1 "$W/node" "$IP" >"$W/dockerd.log" 2>&1 &
 DPID=$!
 for _ in $(seq 150); do dk version >/dev/null 2>&1 && break; sleep 0.2; done
 dk version --format 'dockerd {{.Server.Version}}' >&2 || die "dockerd did not start: $(tail -5 "$W/dockerd.log")"

@@ -8,7 +8,7 @@
 #   --seconds S     length of each dnsperf run (default 10)
 #   --memory COUNT  namespaces for the memory-per-container measurement (default 1000, 0 = skip)
 #   --no-docker     skip Docker's resolver (it needs a real dockerd 20.10 in a lab namespace,
-#                   built with ../shared/lab/up.sh 1 under its own prefix; about a minute)
+#                   built with scripts/swarm-lab.sh up 1 under its own prefix; about a minute)
 #
 # What runs where (nothing leaves the namespaces this script creates; all are removed at exit):
 #   <stem>-ours     a "container" namespace carrying Docker's exact 127.0.0.11 DNAT rules (to a
@@ -47,7 +47,7 @@ die() { log "FATAL: $*"; exit 1; }
 [[ $EUID -eq 0 ]] || die "needs root (network namespaces, nft, setns)"
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-LAB="${LAB:-$(cd "$REPO/.." && pwd)/shared/lab}"
+LAB="$REPO/scripts/swarm-lab.sh"
 STEM="fnpbench$$"
 TMP="$(mktemp -d /tmp/dns-bench.XXXXXX)"
 NETNS=()
@@ -57,7 +57,7 @@ JAVA2_PID=""
 HOLD2_PID=""
 DNSMASQ_PID=""
 DOCKER_UP=0
-export DKH_PREFIX=fnpdb DKH_STATE="/tmp/fnpdb-$$" DKH_NET=198.18.77 DKH_BR=fnpdbbr0
+export FNP_LAB_PREFIX=fnpdb FNP_LAB_STATE="/tmp/fnpdb-$$" FNP_LAB_NET=198.18.77
 
 stop_pid() { # PID NAME GRACE: TERM, wait, KILL; only this exact PID
   local pid="$1" name="$2" grace="${3:-20}" end
@@ -81,8 +81,8 @@ cleanup() {
   stop_pid "$DNSMASQ_PID" "dnsmasq" 5
   for ns in "${NETNS[@]}"; do ip netns del "$ns" 2>/dev/null; done
   if ((DOCKER_UP)); then
-    log "removing the Docker lab ($DKH_STATE)"
-    "$LAB/down.sh" >"$TMP/../dns-bench-lab-down.log" 2>&1 || log "lab down.sh reported differences: /tmp/dns-bench-lab-down.log"
+    log "removing the Docker lab ($FNP_LAB_STATE)"
+    "$LAB" down >"$TMP/../dns-bench-lab-down.log" 2>&1 || log "lab down reported differences: /tmp/dns-bench-lab-down.log"
   fi
   rm -rf "$TMP"
 }
@@ -150,26 +150,26 @@ DNSMASQ_PID="$(cat "$TMP/dnsmasq.pid")"
 DOCKER_NS_PATH=""
 DOCKERD_PID=""
 docker_up() {
-  [[ -x "$LAB/up.sh" ]] || { log "no lab at $LAB"; return 1; }
+  [[ -x "$LAB" ]] || { log "no lab script at $LAB"; return 1; }
   command -v dockerd >/dev/null || { log "dockerd not installed"; return 1; }
-  log "starting a 1-node Docker 20.10 swarm in a lab namespace (prefix $DKH_PREFIX, about a minute)"
+  log "starting a 1-node Docker 20.10 swarm in a lab namespace (prefix $FNP_LAB_PREFIX, about a minute)"
   DOCKER_UP=1
-  "$LAB/up.sh" 1 >"$TMP/lab-up.log" 2>&1 || { tail -20 "$TMP/lab-up.log" >&2; return 1; }
-  local dk=("$LAB/dk.sh" 1)
+  "$LAB" up 1 >"$TMP/lab-up.log" 2>&1 || { tail -20 "$TMP/lab-up.log" >&2; return 1; }
+  local dk=("$LAB" dk 1)
   "${dk[@]}" network create -d overlay --attachable fnpbench >/dev/null
-  "${dk[@]}" service create -q --name dsvc0 --network fnpbench --replicas 3 dkh/busybox:latest sleep 1000000 >/dev/null
+  "${dk[@]}" service create -q --name dsvc0 --network fnpbench --replicas 3 fnp/busybox:latest sleep 1000000 >/dev/null
   "${dk[@]}" service create -q --name drr0 --endpoint-mode dnsrr --network fnpbench --replicas 3 \
-    dkh/busybox:latest sleep 1000000 >/dev/null
+    fnp/busybox:latest sleep 1000000 >/dev/null
   local end=$((SECONDS + 90))
   until [[ "$("${dk[@]}" ps -q --filter label=com.docker.swarm.service.name | wc -l)" -ge 6 ]]; do
     ((SECONDS < end)) || { log "tasks did not start"; return 1; }
     sleep 1
   done
-  "${dk[@]}" run -d --name client --network fnpbench dkh/busybox:latest sleep 1000000 >/dev/null
+  "${dk[@]}" run -d --name client --network fnpbench fnp/busybox:latest sleep 1000000 >/dev/null
   local pid
   pid="$("${dk[@]}" inspect -f '{{.State.Pid}}' client)"
   DOCKER_NS_PATH="/proc/$pid/ns/net"
-  DOCKERD_PID="$(cat "$DKH_STATE/n1/dockerd.pid")"
+  DOCKERD_PID="$(cat "$FNP_LAB_STATE/n1/dockerd.pid")"
   {
     echo "dsvc0 A"; echo "drr0 A"; echo "tasks.dsvc0 A"; echo "tasks.drr0 A"
     "${dk[@]}" ps --format '{{.Names}}' --filter label=com.docker.swarm.service.name | sed 's/$/ A/'
