@@ -39,6 +39,11 @@ DPID="" FPID="" EPID="" PPID_=""
 cleanup() {
   set +e
   [[ -n "$FPID" ]] && { kill -CONT "$FPID"; kill -KILL "$FPID"; } 2>/dev/null
+  # dockerd asks its containerd for a stack dump (/tmp/containerd.<pid>.stacks.log) when it
+  # does not stop in time: remember the PIDs to remove those files
+  local ctd=""
+  ip netns list | grep -qw "$NS" && ctd="$(ip netns pids "$NS" | while read -r p; do
+    [[ "$(cat "/proc/$p/comm" 2>/dev/null)" == containerd ]] && echo "$p"; done)"
   if [[ -n "$DPID" ]] && kill -0 "$DPID" 2>/dev/null; then
     dk swarm leave --force >/dev/null 2>&1
     kill -TERM "$DPID"
@@ -53,6 +58,7 @@ cleanup() {
     sleep 0.5
     ip netns del "$NS"
   fi
+  for p in $ctd; do rm -f "/tmp/containerd.$p.stacks.log"; done
   if [[ -n "${KEEP:-}" ]]; then log "logs kept in $W"; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
