@@ -253,24 +253,38 @@ public final class NetworkApi {
       JsonObject e = ep.get();
       String fid = e.getString("FlannelID");
       AttachEndpoint attach = new AttachEndpoint(fid, epId, e.getString("MacAddress", ""));
-      return ipam.network(fid).compose(rec -> bus.<EndpointAttached>request(Addresses.FLANNEL_ENDPOINT_ATTACH, attach, KERNEL_CALL)
-          // the bridge is set up at CreateNetwork; if it went missing since, set it up and retry once
-          .recover(err -> err instanceof io.vertx.core.eventbus.ReplyException re
-              && re.failureCode() == io.flannelnp.bus.Failure.NOT_FOUND
-              ? ensureBridge(rec).compose(v -> bus.<EndpointAttached>request(Addresses.FLANNEL_ENDPOINT_ATTACH, attach, KERNEL_CALL))
-              : Future.failedFuture(err))
-          .compose(m -> {
-            EndpointAttached at = m.body();
-            long gw = AddressPlan.nodeGateway(ipam.heldLease(fid).orElseThrow().block());
-            e.put("SandboxKey", sandbox).put("HostVeth", at.hostVeth()).put("ContainerVeth", at.containerVeth());
-            return putEndpoint(epId, e).compose(rev -> injectDns(sandbox, epId))
-                .map(v -> new JsonObject()
-                .put("InterfaceName", new JsonObject().put("SrcName", at.containerVeth()).put("DstPrefix", "eth"))
-                .put("StaticRoutes", new JsonArray().add(new JsonObject().put("Destination", rec.subnet().toString())
-                    .put("RouteType", 0).put("NextHop", Ipv4.format(gw))))
-                // no Gateway: Docker adds docker_gwbridge for egress, as for the overlay driver
-                .put("DisableGatewayService", false));
-          }));
+      JsonObject before = e.copy();
+      // The veth names follow from the endpoint ID, so the record is written while the kernel
+      // creates the pair (one etcd round trip off Join's latency); put back if the pair fails.
+      e.put("SandboxKey", sandbox).put("HostVeth", io.flannelnp.flannel.Names.hostVeth(epId))
+          .put("ContainerVeth", io.flannelnp.flannel.Names.containerVeth(epId));
+      return ipam.network(fid).compose(rec -> {
+        Future<Long> recorded = putEndpoint(epId, e);
+        Future<EndpointAttached> attached = bus.<EndpointAttached>request(Addresses.FLANNEL_ENDPOINT_ATTACH, attach,
+                KERNEL_CALL)
+            // the bridge is set up at CreateNetwork; if it went missing since, set it up and retry once
+            .recover(err -> err instanceof io.vertx.core.eventbus.ReplyException re
+                && re.failureCode() == io.flannelnp.bus.Failure.NOT_FOUND
+                ? ensureBridge(rec).compose(v -> bus.<EndpointAttached>request(Addresses.FLANNEL_ENDPOINT_ATTACH, attach,
+                    KERNEL_CALL))
+                : Future.failedFuture(err))
+            .map(m -> m.body());
+        return Future.all(recorded, attached).recover(err -> {
+          if (attached.failed() && recorded.succeeded()) {
+            return putEndpoint(epId, before).transform(x -> Future.failedFuture(attached.cause()));
+          }
+          return Future.failedFuture(attached.failed() ? attached.cause() : recorded.cause());
+        }).compose(all -> {
+          EndpointAttached at = attached.result();
+          long gw = AddressPlan.nodeGateway(ipam.heldLease(fid).orElseThrow().block());
+          return injectDns(sandbox, epId).map(v -> new JsonObject()
+              .put("InterfaceName", new JsonObject().put("SrcName", at.containerVeth()).put("DstPrefix", "eth"))
+              .put("StaticRoutes", new JsonArray().add(new JsonObject().put("Destination", rec.subnet().toString())
+                  .put("RouteType", 0).put("NextHop", Ipv4.format(gw))))
+              // no Gateway: Docker adds docker_gwbridge for egress, as for the overlay driver
+              .put("DisableGatewayService", false));
+        });
+      });
     });
   }
 

@@ -348,7 +348,9 @@ public final class Kernel {
       if (attempt == 2) {
         throw r.failure(r.firstError());
       }
-      // a stale name cache (a link deleted or renamed behind the session): ask a fresh one
+      // a stale name cache (a link deleted or renamed behind the session; `ip` may answer `[{}]`
+      // without an error for a cached index that is gone): ask a fresh one
+      dropSession();
     }
   }
 
@@ -450,14 +452,42 @@ public final class Kernel {
       // ipLinks detects and retries in a fresh session. After a clean ipLinks of some names
       // the session resolves exactly those names right, so a write that only uses names just
       // read (or new ones) is safe: callers read, then write, on one thread. After an error the
-      // session's state is unknown: a fresh one.
-      if (r.ended() || r.firstError() >= 0) {
+      // session's state is unknown: a fresh one -- except a lookup of a link that does not exist
+      // (every new endpoint's veth names): `ip` caches no misses, so the session stays good.
+      if (r.ended() || (r.firstError() >= 0 && !onlyAbsentLinks(lines, r))) {
         IpSession old = session;
         session = null;
         PUMPS.submit(old::close); // its exit is not this call's business
       }
       return r;
     }
+  }
+
+  /** Ends the long-lived session (if any); the next call starts a fresh one. */
+  private void dropSession() {
+    synchronized (sessionLock) {
+      if (session != null) {
+        IpSession old = session;
+        session = null;
+        PUMPS.submit(old::close);
+      }
+    }
+  }
+
+  /** Whether every failed line is a {@code link show dev X} answered "Device "X" does not exist". */
+  private static boolean onlyAbsentLinks(List<String> lines, SessionResult r) {
+    for (int i = 0; i < lines.size(); i++) {
+      String err = r.errors().get(i);
+      if (err == null) {
+        continue;
+      }
+      String line = lines.get(i);
+      if (!line.startsWith("link show dev ")
+          || !err.contains("Device \"" + line.substring("link show dev ".length()) + "\" does not exist")) {
+        return false;
+      }
+    }
+    return true;
   }
 
   /** Without a session: one {@code ip -force -batch} process, the result read the same way. */
