@@ -154,9 +154,9 @@ public final class FlannelVerticle extends ReconcilerVerticle {
     vertx.eventBus().<EnsureNetwork>consumer(Addresses.FLANNEL_NETWORK_ENSURE,
         m -> serve(m, EnsureNetwork.class, this::ensureNetwork));
     vertx.eventBus().<AttachEndpoint>consumer(Addresses.FLANNEL_ENDPOINT_ATTACH,
-        m -> serve(m, AttachEndpoint.class, this::attachEndpoint));
+        m -> serve(m, AttachEndpoint.class, this::attachEndpoint, false));
     vertx.eventBus().<DetachEndpoint>consumer(Addresses.FLANNEL_ENDPOINT_DETACH,
-        m -> serve(m, DetachEndpoint.class, this::detachEndpoint));
+        m -> serve(m, DetachEndpoint.class, this::detachEndpoint, false));
     vertx.eventBus().<RemoveNetwork>consumer(Addresses.FLANNEL_NETWORK_REMOVE,
         m -> serve(m, RemoveNetwork.class, this::removeNetwork));
     reaper = java.util.concurrent.Executors.newSingleThreadExecutor(r -> {
@@ -616,6 +616,15 @@ public final class FlannelVerticle extends ReconcilerVerticle {
    * ordered with every other request of this verticle.
    */
   private <T> void serve(Message<T> m, Class<T> type, Function<T, Callable<Object>> plan) {
+    serve(m, type, plan, true);
+  }
+
+  /**
+   * Runs a request's kernel work on a worker. Network set-up and removal queue behind the plane's
+   * passes (ordered); an endpoint's veth pair does not wait for a full pass (unordered): it only
+   * touches its own links and the bridge, and the ip session serialises the batches themselves.
+   */
+  private <T> void serve(Message<T> m, Class<T> type, Function<T, Callable<Object>> plan, boolean ordered) {
     Callable<Object> work;
     try {
       Object body = m.body();
@@ -632,7 +641,7 @@ public final class FlannelVerticle extends ReconcilerVerticle {
       m.fail(Failure.BAD_REQUEST, e.getMessage());
       return;
     }
-    vertx.executeBlocking(work, true).onComplete(ar -> {
+    vertx.executeBlocking(work, ordered).onComplete(ar -> {
       if (ar.succeeded()) {
         m.reply(ar.result());
         return;
