@@ -240,12 +240,13 @@ public final class LbDesired {
       }
     }
     reported = now;
-    SortedSet<Integer> chains = new TreeSet<>();
-    perCount.forEach((n, c) -> {
-      if (n > 0 && c > 0) {
-        chains.add(n);
+    int max = 0;
+    for (Map.Entry<Integer, Integer> e : perCount.entrySet()) {
+      if (e.getKey() > 0 && e.getValue() > 0) {
+        max = Math.max(max, e.getKey());
       }
-    });
+    }
+    SortedSet<Integer> chains = LbRules.upTo(max); // as LbRules.chainsFor: 1..max
     return new Result(Collections.unmodifiableMap(vips), all ? null : changed, chains, vipServices, backendCount,
         List.copyOf(problems));
   }

@@ -108,13 +108,24 @@ public final class LbRules {
     return n == 0 ? "goto " + NO_ENDPOINTS : "goto " + pickChain(n);
   }
 
-  /** The backend counts that need a pick chain. */
+  /**
+   * The pick chains the table keeps: one per backend count from 1 to the largest in use, so a
+   * service whose task count changes only moves its VIP to another existing chain (adding a chain
+   * whose rule names the backends map makes nft reload that whole map: 10-50 ms at 80,000 elements).
+   */
   public static SortedSet<Integer> chainsFor(Collection<List<String>> backends) {
-    SortedSet<Integer> out = new TreeSet<>();
+    int max = 0;
     for (List<String> b : backends) {
-      if (!b.isEmpty()) {
-        out.add(b.size());
-      }
+      max = Math.max(max, b.size());
+    }
+    return upTo(max);
+  }
+
+  /** 1..max. */
+  public static SortedSet<Integer> upTo(int max) {
+    SortedSet<Integer> out = new TreeSet<>();
+    for (int n = 1; n <= max; n++) {
+      out.add(n);
     }
     return out;
   }
@@ -262,6 +273,11 @@ public final class LbRules {
         newChains.add(now.size());
       }
     });
+    for (int n : wanted) {
+      if (!chains.contains(n)) {
+        newChains.add(n);
+      }
+    }
     List<Integer> gone = chains.stream().filter(n -> !wanted.contains(n)).sorted().toList();
     return new Delta(delS, delB, List.copyOf(newChains), addB, addS, gone);
   }

@@ -280,7 +280,9 @@ public final class LbBench {
       List<String> old = cur.get(vip);
       List<String> now = new ArrayList<>(old);
       now.set(i % now.size(), "10." + salt + "." + ((i >> 8) & 255) + "." + (i & 255));
-      LbRules.Delta d = LbRules.delta(Map.of(vip, old), List.of(old.size()), Map.of(vip, now));
+      // the table's chains (LbRules.full made pick-1..max); the count stays, so none is added
+      java.util.SortedSet<Integer> chains = LbRules.upTo(BACKENDS);
+      LbRules.Delta d = LbRules.delta(Map.of(vip, old), chains, Map.of(vip, now), chains);
       String script = d.script();
       long t0 = System.nanoTime();
       run(r, script);
