@@ -455,15 +455,13 @@ public final class Kernel {
       // session's state is unknown: a fresh one -- except a lookup of a link that does not exist
       // (every new endpoint's veth names): `ip` caches no misses, so the session stays good.
       if (r.ended() || (r.firstError() >= 0 && !onlyAbsentLinks(lines, r))) {
-        IpSession old = session;
-        session = null;
-        PUMPS.submit(old::close); // its exit is not this call's business
+        dropSession();
       }
       return r;
     }
   }
 
-  /** Ends the long-lived session (if any); the next call starts a fresh one. */
+  /** Ends the long-lived session, if any (its exit is not the caller's business); the next call starts a fresh one. */
   private void dropSession() {
     synchronized (sessionLock) {
       if (session != null) {
