@@ -1,8 +1,8 @@
 package io.flannelnp.testing;
 
+import io.flannelnp.testing.Netns.Result;
+
 import java.io.IOException;
-import java.io.InputStream;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.SecureRandom;
@@ -13,7 +13,6 @@ import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
-import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 
@@ -64,16 +63,6 @@ public final class Dockerd implements AutoCloseable {
         -H unix:///run/docker.sock --config-file "$dir/daemon.json" \\
         --swarm-default-advertise-addr "$ip" --log-level warn
       """;
-
-  /** A finished docker CLI command. */
-  public record Result(List<String> argv, int exit, String out, String err) {
-    public Result ok() {
-      if (exit != 0) {
-        throw new AssertionError(String.join(" ", argv) + " exited " + exit + ": " + err.strip() + " " + out.strip());
-      }
-      return this;
-    }
-  }
 
   private final String name;
   private final Path dir;
@@ -356,43 +345,8 @@ public final class Dockerd implements AutoCloseable {
     return run(argv, env, null);
   }
 
-  /** Runs a command (120 s limit), output captured; {@code stdin} null: /dev/null. */
+  /** Runs a command (120 s limit: dockerd and swarm commands can be slow), output captured. */
   static Result run(List<String> argv, Map<String, String> env, String stdin) {
-    ProcessBuilder pb = new ProcessBuilder(argv);
-    pb.environment().put("LC_ALL", "C");
-    pb.environment().putAll(env);
-    if (stdin == null) {
-      pb.redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")));
-    }
-    try {
-      Process p = pb.start();
-      if (stdin != null) {
-        try (var os = p.getOutputStream()) {
-          os.write(stdin.getBytes(StandardCharsets.UTF_8));
-        }
-      }
-      CompletableFuture<String> out = CompletableFuture.supplyAsync(() -> drain(p.getInputStream()));
-      CompletableFuture<String> err = CompletableFuture.supplyAsync(() -> drain(p.getErrorStream()));
-      if (!p.waitFor(120, TimeUnit.SECONDS)) {
-        p.destroyForcibly();
-        throw new AssertionError(String.join(" ", argv) + " did not finish in 120 s");
-      }
-      return new Result(List.copyOf(argv), p.exitValue(), out.get(10, TimeUnit.SECONDS), err.get(10, TimeUnit.SECONDS));
-    } catch (IOException e) {
-      throw new AssertionError("cannot run " + argv + ": " + e.getMessage(), e);
-    } catch (InterruptedException e) {
-      Thread.currentThread().interrupt();
-      throw new AssertionError("interrupted running " + argv, e);
-    } catch (Exception e) {
-      throw new AssertionError("running " + argv + " failed: " + e, e);
-    }
-  }
-
-  private static String drain(InputStream in) {
-    try (in) {
-      return new String(in.readAllBytes(), StandardCharsets.UTF_8);
-    } catch (IOException e) {
-      return "";
-    }
+    return Netns.run(argv, env, stdin, 120);
   }
 }

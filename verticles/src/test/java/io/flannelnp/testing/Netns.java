@@ -167,8 +167,14 @@ public final class Netns implements AutoCloseable {
 
   /** As {@link #run(List)}, with {@code stdin} fed to the command (null: /dev/null). */
   public static Result run(List<String> argv, String stdin) {
+    return run(argv, java.util.Map.of(), stdin, 60);
+  }
+
+  /** Runs a command with {@code env} added, {@code stdin} (null: /dev/null) and a time limit. */
+  public static Result run(List<String> argv, java.util.Map<String, String> env, String stdin, int limitSeconds) {
     ProcessBuilder pb = new ProcessBuilder(argv);
     pb.environment().put("LC_ALL", "C");
+    pb.environment().putAll(env);
     if (stdin == null) {
       pb.redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")));
     }
@@ -185,9 +191,9 @@ public final class Netns implements AutoCloseable {
       }
       CompletableFuture<String> out = CompletableFuture.supplyAsync(() -> drain(p.getInputStream()));
       CompletableFuture<String> err = CompletableFuture.supplyAsync(() -> drain(p.getErrorStream()));
-      if (!p.waitFor(60, TimeUnit.SECONDS)) {
+      if (!p.waitFor(limitSeconds, TimeUnit.SECONDS)) {
         p.destroyForcibly();
-        throw new AssertionError(String.join(" ", argv) + " did not finish in 60 s");
+        throw new AssertionError(String.join(" ", argv) + " did not finish in " + limitSeconds + " s");
       }
       return new Result(List.copyOf(argv), p.exitValue(), out.get(10, TimeUnit.SECONDS), err.get(10, TimeUnit.SECONDS));
     } catch (IOException e) {
