@@ -11,7 +11,7 @@
 #        dns:   tasks.<svc> answering exactly the new count, asked from a client container's
 #               network namespace on that node (dig @127.0.0.11 run with nsenter -n, so the probe
 #               costs milliseconds instead of a `docker exec`);
-#        vip:   (so only) the VIP's backends in nft map ip flannel-np-lb backends on that node;
+#        vip:   (so only) the VIP's backends in the backends-N maps of nft table ip flannel-np-lb there;
 #      and, for reference, `docker service ls` on the manager showing T/T replicas running.
 #      One event's result is the slowest node ("every node reflects it").
 #  (b) start: `docker run -d` of a container on each network, rotating over the nodes (N each,
@@ -125,8 +125,8 @@ declare -A SVC=([ours]=so [ovl]=sd)
 dns_count() { # KIND I NAME: how many addresses node I's client of KIND gets for NAME
   nsenter -t "${CPID[$1,$2]}" -n dig +short +time=1 +tries=1 "$3" @127.0.0.11 2>/dev/null | grep -c '^[0-9]' || true
 }
-vip_count() { # I: backends of the VIP in node I's load-balancer map
-  nsenter --net="/run/netns/$PREFIX$1" nft list map ip flannel-np-lb backends 2>/dev/null \
+vip_count() { # I: backends of the VIP in node I's load-balancer maps (backends-N: VIPs with N tasks)
+  nsenter --net="/run/netns/$PREFIX$1" nft list table ip flannel-np-lb 2>/dev/null \
     | grep -oF "$VIP . " | wc -l
 }
 steady() { local i; for i in 1 2 3; do [[ "$(dns_count "$1" "$i" "tasks.${SVC[$1]}")" == "$2" ]] || return 1

@@ -351,8 +351,8 @@ public final class LoadBalancerVerticle extends ReconcilerVerticle {
         }
       }
       changedKeys = keys;
-      // (a new pick chain's rule makes nft load the whole backends map, ~10-50 ms at 80,000
-      // elements; chains stay exactly what a full sync makes, so a restart finds equal rules)
+      // (the maps and chains of counts stay exactly what a full sync makes, so a restart finds
+      // equal rules)
       delta = LbRules.delta(a, chains, d, want.chains());
       if (delta.isEmpty()) {
         return new Pass("in sync: " + want.vips().size() + " VIPs of " + want.services() + " services, "

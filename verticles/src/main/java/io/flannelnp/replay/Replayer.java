@@ -29,7 +29,7 @@ import java.util.TreeSet;
  * <pre>
  * revision 42: PUT /flannel/docker-data/services/abc
  * batch plane=lb tool=nft revision=42
- * | add element ip flannel-np-lb backends { … }
+ * | add element ip flannel-np-lb backends-3 { … }
  * end batch
  * dns + net web A 10.50.0.2
  * ipam - flannel-1 10.50.0.9

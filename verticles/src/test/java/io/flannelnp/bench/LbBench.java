@@ -131,6 +131,7 @@ public final class LbBench {
         List<String> vips = new ArrayList<>(state.keySet());
         double[] libMs = updates(lib, state, vips, updates, 250);
         double[] toolMs = updates(tool, state, vips, Math.min(updates, 100), 251);
+        double[] stopMs = updates(lib, state, vips, updates, 252, true);
         double[] passMs = passes(lib, big, Math.min(updates, 100));
         // one update at a time: the previous update's side work (a conntrack -D process per task
         // that left, on its own thread) has finished; then the same back to back, 2 ms apart
@@ -140,6 +141,7 @@ public final class LbBench {
         System.out.printf(Locale.ROOT, "%-52s %9s %9s %9s%n", "", "p50 [ms]", "p99 [ms]", "max [ms]");
         line("kernel transaction, libnftables (daemon)", libMs);
         line("kernel transaction, nft tool (ip netns exec nft -f)", toolMs);
+        line("  libnftables, a task stopping/starting (4→3→4)", stopMs);
         line("snapshot pass (snapshot→diff→apply), libnft", passMs);
         line("plane: KeyChanges→LoadBalancerVerticle→applied", planeMs);
         line("  same, a task stopping/starting (count 4→3→4)", plane[1]);
@@ -273,13 +275,28 @@ public final class LbBench {
 
   /** One service's task replaced, repeatedly: the partial sync the verticle makes. */
   static double[] updates(NftRunner r, Map<String, List<String>> state, List<String> vips, int count, int salt) {
+    return updates(r, state, vips, count, salt, false);
+  }
+
+  /**
+   * {@code count} single-service transactions; {@code stopping}: the VIP's first task leaves and
+   * comes back in turn (4 → 3 → 4: slots shift and the VIP moves between pick chains).
+   */
+  static double[] updates(NftRunner r, Map<String, List<String>> state, List<String> vips, int count, int salt,
+      boolean stopping) {
     double[] ms = new double[count];
     Map<String, List<String>> cur = new HashMap<>(state);
     for (int i = 0; i < count; i++) {
-      String vip = vips.get((i * 7919) % vips.size());
+      String vip = vips.get(((stopping ? i / 2 : i) * 7919) % vips.size());
       List<String> old = cur.get(vip);
       List<String> now = new ArrayList<>(old);
-      now.set(i % now.size(), "10." + salt + "." + ((i >> 8) & 255) + "." + (i & 255));
+      if (!stopping) {
+        now.set(i % now.size(), "10." + salt + "." + ((i >> 8) & 255) + "." + (i & 255));
+      } else if (i % 2 == 0) {
+        now.remove(0);
+      } else {
+        now.add(0, "10." + salt + "." + ((i >> 8) & 255) + "." + (i & 255));
+      }
       // the table's chains (LbRules.full made pick-1..max); the count stays, so none is added
       java.util.SortedSet<Integer> chains = LbRules.upTo(BACKENDS);
       LbRules.Delta d = LbRules.delta(Map.of(vip, old), chains, Map.of(vip, now), chains);

@@ -195,9 +195,9 @@ final class SwarmLab {
     return r.ok() ? r.stdout().strip() : "";
   }
 
-  /** The VIP backends of the load balancer on node I (nft map backends of table ip flannel-np-lb). */
+  /** The VIP backends of the load balancer on node I (the backends-N maps of table ip flannel-np-lb). */
   Map<String, Set<String>> vipBackends(int node) {
-    Result r = exec(node, "nft", "list", "map", "ip", "flannel-np-lb", "backends");
+    Result r = exec(node, "nft", "list", "table", "ip", "flannel-np-lb");
     Map<String, Set<String>> out = new LinkedHashMap<>();
     if (!r.ok()) {
       return out; // no table: no VIP on this node

@@ -13,12 +13,14 @@ final class LbTables {
   private LbTables() {}
 
   /**
-   * The whole table: VIP → verdict, "VIP . slot" → task IP, chain → header ("type/hook/prio/policy"
-   * or "-") and chain → rules (expressions as JSON, handles left out). Equal snapshots are equal
-   * tables, whatever the handles and the order of listing.
+   * The whole table: VIP → what it does ("goto pick-N" when its N slots are all in
+   * {@code backends-N}, "goto no-endpoints" when it has none, "inconsistent …" otherwise),
+   * "VIP . slot" → task IP, "VIP . slot" → the N of the map holding it, chain → header
+   * ("type/hook/prio/policy" or "-") and chain → rules (expressions as JSON, handles left out).
+   * Equal snapshots are equal tables, whatever the handles and the order of listing.
    */
-  record Snapshot(Map<String, String> services, Map<String, String> backends, Map<String, String> headers,
-      Map<String, List<String>> rules) {
+  record Snapshot(Map<String, String> services, Map<String, String> backends, Map<String, Integer> maps,
+      Map<String, String> headers, Map<String, List<String>> rules) {
     List<String> chains() {
       return List.copyOf(headers.keySet());
     }
@@ -28,7 +30,7 @@ final class LbTables {
     }
   }
 
-  static final Snapshot ABSENT = new Snapshot(Map.of(), Map.of(), Map.of(), Map.of());
+  static final Snapshot ABSENT = new Snapshot(Map.of(), Map.of(), Map.of(), Map.of(), Map.of());
 
   static Snapshot read(String ns) {
     Netns.Result r = Netns.run("ip", "netns", "exec", ns, "nft", "-j", "list", "table", LbRules.FAMILY, LbRules.TABLE);
@@ -38,27 +40,26 @@ final class LbTables {
       }
       r.ok();
     }
-    Map<String, String> services = new TreeMap<>();
+    List<String> vips = new ArrayList<>();
     Map<String, String> backends = new TreeMap<>();
+    Map<String, Integer> maps = new TreeMap<>();
     Map<String, String> headers = new TreeMap<>();
     Map<String, List<String>> rules = new TreeMap<>();
     for (Object o : new JsonObject(r.out()).getJsonArray("nftables")) {
       JsonObject e = (JsonObject) o;
-      if (e.containsKey("map")) {
+      if (e.containsKey("set") && LbRules.SERVICES.equals(e.getJsonObject("set").getString("name"))) {
+        for (Object x : e.getJsonObject("set").getJsonArray("elem", new JsonArray())) {
+          vips.add(String.valueOf(x));
+        }
+      } else if (e.containsKey("map")) {
         JsonObject m = e.getJsonObject("map");
-        JsonArray elems = m.getJsonArray("elem", new JsonArray());
-        for (Object x : elems) {
+        int n = Integer.parseInt(m.getString("name").substring(LbRules.BACKENDS_PREFIX.length()));
+        for (Object x : m.getJsonArray("elem", new JsonArray())) {
           JsonArray kv = (JsonArray) x;
-          Object key = kv.getValue(0);
-          Object val = kv.getValue(1);
-          if (LbRules.SERVICES.equals(m.getString("name"))) {
-            JsonObject v = (JsonObject) val;
-            String verb = v.fieldNames().iterator().next();
-            services.put(String.valueOf(key), verb + " " + v.getJsonObject(verb).getString("target"));
-          } else {
-            JsonArray concat = ((JsonObject) key).getJsonArray("concat");
-            backends.put(concat.getValue(0) + " . " + concat.getValue(1), String.valueOf(val));
-          }
+          JsonArray concat = ((JsonObject) kv.getValue(0)).getJsonArray("concat");
+          String key = concat.getValue(0) + " . " + concat.getValue(1);
+          backends.put(key, String.valueOf(kv.getValue(1)));
+          maps.put(key, n);
         }
       } else if (e.containsKey("chain")) {
         JsonObject c = e.getJsonObject("chain");
@@ -71,6 +72,14 @@ final class LbTables {
         rules.computeIfAbsent(ru.getString("chain"), k -> new ArrayList<>()).add(ru.getJsonArray("expr").encode());
       }
     }
-    return new Snapshot(services, backends, headers, rules);
+    Map<String, String> services = new TreeMap<>();
+    for (String vip : vips) {
+      List<Integer> in = maps.entrySet().stream().filter(x -> x.getKey().startsWith(vip + " . "))
+          .map(Map.Entry::getValue).toList();
+      boolean whole = !in.isEmpty() && in.stream().allMatch(n -> n == in.size());
+      services.put(vip, in.isEmpty() ? "goto " + LbRules.NO_ENDPOINTS
+          : whole ? "goto " + LbRules.pickChain(in.size()) : "inconsistent slots in maps " + in);
+    }
+    return new Snapshot(services, backends, maps, headers, rules);
   }
 }

@@ -56,14 +56,19 @@ class LoadBalancerRulesTest {
           "10.50.0.5", "goto no-endpoints", "10.50.0.6", "goto pick-1", "10.50.0.7", "goto pick-3"));
       assertThat(s.backends()).hasSize(7).containsEntry("10.50.0.4 . 0", "10.50.0.131")
           .containsEntry("10.50.0.4 . 2", "10.50.1.130").containsEntry("10.50.0.7 . 1", "10.50.0.142");
+      assertThat(s.maps()).as("each VIP's slots in the map of its task count").containsEntry("10.50.0.4 . 2", 3)
+          .containsEntry("10.50.0.6 . 0", 1).containsEntry("10.50.0.7 . 0", 3);
       // pick-1..pick-3: every count up to the largest, so a count change never adds a chain
-      assertThat(s.chains()).containsExactlyInAnyOrder("prerouting", "output", "no-endpoints", "pick-1", "pick-2",
-          "pick-3", "hairpin", "postrouting");
+      assertThat(s.chains()).containsExactlyInAnyOrder("prerouting", "output", "services", "no-endpoints", "pick-1",
+          "pick-2", "pick-3", "hairpin", "postrouting");
       String text = ns.exec(host, "nft", "list", "table", "ip", LbRules.TABLE).ok().out();
       assertThat(text).contains("type nat hook prerouting priority dstnat; policy accept;")
           .contains("type nat hook output priority -100; policy accept;")
-          .contains("ip daddr vmap @service-ips")
-          .contains("dnat to ip daddr . numgen random mod 3 map @backends")
+          .contains("ip daddr @service-ips jump services")
+          .contains("ip daddr @service-ips goto no-endpoints")
+          .contains("jump pick-1\n\t\tjump pick-2\n\t\tjump pick-3\n")
+          .contains("dnat to ip daddr . numgen random mod 3 map @backends-3")
+          .doesNotContain(": goto") // no verdict element: adding one re-validates the whole table
           .contains("reject with tcp reset")
           .contains("fib daddr . iif oif missing")
           .contains("masquerade fully-random")
@@ -82,18 +87,29 @@ class LoadBalancerRulesTest {
     Map<String, List<String>> b = Map.of("10.0.0.1", List.of("10.1.0.1", "10.1.0.3"),
         "10.0.0.3", List.of("10.1.0.7"), "10.0.0.4", List.of("10.1.0.8", "10.1.0.9"));
     LbRules.Delta d = LbRules.delta(a, Set.of(1, 3), b);
-    assertThat(d.deleteServices()).containsExactlyInAnyOrder("10.0.0.2", "10.0.0.1", "10.0.0.3");
-    assertThat(d.deleteBackends()).containsExactlyInAnyOrder("10.0.0.2 . 0", "10.0.0.1 . 1", "10.0.0.1 . 2");
-    assertThat(d.addBackends()).containsExactlyInAnyOrder("10.0.0.1 . 1 : 10.1.0.3", "10.0.0.3 . 0 : 10.1.0.7",
+    assertThat(d.deleteServices()).as("only a VIP that goes leaves the set").containsExactly("10.0.0.2");
+    assertThat(d.addServices()).containsExactly("10.0.0.4");
+    // 10.0.0.1 went from 3 tasks to 2: its slots move from backends-3 to backends-2
+    assertThat(d.deleteBackends()).containsOnlyKeys(1, 3);
+    assertThat(d.deleteBackends().get(1)).containsExactly("10.0.0.2 . 0");
+    assertThat(d.deleteBackends().get(3)).containsExactly("10.0.0.1 . 0", "10.0.0.1 . 1", "10.0.0.1 . 2");
+    assertThat(d.addBackends()).containsOnlyKeys(1, 2);
+    assertThat(d.addBackends().get(1)).containsExactly("10.0.0.3 . 0 : 10.1.0.7");
+    assertThat(d.addBackends().get(2)).containsExactlyInAnyOrder("10.0.0.1 . 0 : 10.1.0.1", "10.0.0.1 . 1 : 10.1.0.3",
         "10.0.0.4 . 0 : 10.1.0.8", "10.0.0.4 . 1 : 10.1.0.9");
-    assertThat(d.addServices()).containsExactlyInAnyOrder("10.0.0.1 : goto pick-2", "10.0.0.3 : goto pick-1",
-        "10.0.0.4 : goto pick-2");
     assertThat(d.newChains()).containsExactly(2);
     assertThat(d.deleteChains()).as("no VIP has 3 tasks any more").containsExactly(3);
     String script = d.script();
-    assertThat(script.indexOf("delete element")).isLessThan(script.indexOf("add chain"));
+    assertThat(script.indexOf("delete element")).isLessThan(script.indexOf("add map"));
     assertThat(script.indexOf("add rule")).isLessThan(script.indexOf("add element"));
-    assertThat(script).endsWith("delete chain ip flannel-np-lb pick-3\n");
+    assertThat(script).contains("flush chain ip flannel-np-lb services\n"
+        + "add rule ip flannel-np-lb services jump pick-1\nadd rule ip flannel-np-lb services jump pick-2\n");
+    assertThat(script).endsWith("delete chain ip flannel-np-lb pick-3\ndelete map ip flannel-np-lb backends-3\n");
+    // a task replaced: one slot, in place; no set, map, chain or rule touched
+    LbRules.Delta r = LbRules.delta(Map.of("10.0.0.1", b.get("10.0.0.1")), Set.of(1, 2),
+        Map.of("10.0.0.1", List.of("10.1.0.1", "10.1.0.4")), Set.of(1, 2));
+    assertThat(r.script()).isEqualTo("delete element ip flannel-np-lb backends-2 { 10.0.0.1 . 1 }\n"
+        + "add element ip flannel-np-lb backends-2 { 10.0.0.1 . 1 : 10.1.0.4 }\n");
     assertThat(LbRules.delta(b, Set.of(1, 2), b).isEmpty()).isTrue();
     assertThatThrownBy(() -> LbRules.pickChain(0)).isInstanceOf(IllegalArgumentException.class);
   }
@@ -135,8 +151,8 @@ class LoadBalancerRulesTest {
     try (NftRunner r = NftRunner.start(Kernel.inNetns(host), NftRunner.Mode.AUTO)) {
       r.submit(() -> run(r, LbRules.full(want))).join();
       LbTables.Snapshot before = LbTables.read(host);
-      String bad = "add element ip flannel-np-lb service-ips { 10.60.0.9 : goto pick-1 }\n"
-          + "delete element ip flannel-np-lb backends { 10.60.0.99 . 0 }\n"; // no such element
+      String bad = "add element ip flannel-np-lb service-ips { 10.60.0.9 }\n"
+          + "delete element ip flannel-np-lb backends-1 { 10.60.0.99 . 0 }\n"; // no such element
       var f = r.submit(() -> {
         try {
           r.run(bad);
