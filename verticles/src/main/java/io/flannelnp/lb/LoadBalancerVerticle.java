@@ -163,7 +163,9 @@ public final class LoadBalancerVerticle extends ReconcilerVerticle {
     }
     return vertx.executeBlocking(() -> {
       flusher.shutdown();
-      flusher.awaitTermination(10, java.util.concurrent.TimeUnit.SECONDS);
+      if (flusher.awaitTermination(10, java.util.concurrent.TimeUnit.SECONDS)) {
+        conntrack.close();
+      }
       r.close();
       return null;
     });
@@ -206,7 +208,7 @@ public final class LoadBalancerVerticle extends ReconcilerVerticle {
     }
     if (!p.gone().isEmpty()) {
       // after the map update is out: end UDP flows to tasks that left, on a thread of their own
-      // (a conntrack process per task takes milliseconds; the next update must not wait for it)
+      // (a dump and a delete over netlink per task; the next update must not wait for them)
       flusher.execute(() -> conntrack.flush(p.gone()));
     }
     if (p.error() != null) {

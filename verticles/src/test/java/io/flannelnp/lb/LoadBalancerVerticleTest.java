@@ -529,8 +529,6 @@ class LoadBalancerVerticleTest {
   @Test
   @Order(9)
   void aUdpFlowToATaskThatLeftIsEndedSoItsNextDatagramPicksAnotherTask() throws Exception {
-    org.junit.jupiter.api.Assumptions.assumeTrue(new Conntrack(Kernel.inNetns(n1.host)).available(),
-        "the conntrack tool (Debian package conntrack) is not installed");
     awaitBackends(VIP, List.of(b1, b2, b3));
     int port = 33000;
     LbPeers.Seen first = peers.udpFrom(c1.ns(), VIP, 80, 1, port);
