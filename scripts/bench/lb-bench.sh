@@ -29,5 +29,5 @@ sed -i "s#$PWD/src/target/classes#$work/core-classes#" "$work/cp"
 cp -r verticles/target/classes "$work/classes"
 cp -r verticles/target/test-classes "$work/test-classes"
 cp -r src/target/test-classes "$work/core-test-classes"
-java -Xmx2g -cp "$work/test-classes:$work/classes:$work/core-test-classes:$(cat "$work/cp")" \
+java -Xmx2g ${LB_BENCH_JAVA_OPTS:-} -cp "$work/test-classes:$work/classes:$work/core-test-classes:$(cat "$work/cp")" \
   io.flannelnp.bench.LbBench "$@"

@@ -431,7 +431,7 @@ public final class LbBench {
           .await(60, TimeUnit.SECONDS);
       applied.computeIfAbsent(rev - 1, x -> new java.util.concurrent.CompletableFuture<>()).get(60, TimeUnit.SECONDS);
       double[][] out = new double[2][count];
-      int warm = 40; // the update path compiled before it is timed, as in a daemon that has run a while
+      int warm = Integer.getInteger("bench.warm", 40); // the update path compiled before it is timed, as in a daemon that has run a while
       for (int w = -warm; w < 2 * count; w++) {
         int i = Math.max(w, 0) + (w < 0 ? w + warm : 0);
         boolean replace = w < count;
