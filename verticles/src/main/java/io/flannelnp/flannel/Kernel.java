@@ -932,6 +932,12 @@ public final class Kernel {
     return s;
   }
 
+  /** The file of named namespace {@code name} as {@code ip netns add} makes it (/var/run is /run on Debian). */
+  public static java.nio.file.Path netnsPath(String name) {
+    java.nio.file.Path p = java.nio.file.Path.of("/var/run/netns", netnsName(name));
+    return java.nio.file.Files.exists(p) ? p : java.nio.file.Path.of("/run/netns", name);
+  }
+
   /** A dotted-quad IPv4 address (no leading zeros); returned unchanged. */
   public static String ipv4(String s) {
     if (parseIpv4(s) < 0) {

@@ -11,8 +11,6 @@ import java.net.InetAddress;
 import java.net.UnknownHostException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -404,12 +402,7 @@ final class Conntrack implements AutoCloseable {
     int s;
     try {
       if (netns.isPresent()) {
-        String ns = Kernel.netnsName(netns.get());
-        Path path = Path.of("/var/run/netns", ns);
-        if (!Files.exists(path)) {
-          path = Path.of("/run/netns", ns);
-        }
-        s = Namespaces.callIn(path, -1, () -> c.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER));
+        s = Namespaces.callIn(Kernel.netnsPath(netns.get()), -1, () -> c.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER));
       } else {
         s = c.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
       }

@@ -5,8 +5,6 @@ import com.sun.jna.Library;
 import com.sun.jna.Native;
 import com.sun.jna.Pointer;
 import io.flannelnp.flannel.Kernel;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.util.Optional;
 
 /**
@@ -66,11 +64,7 @@ final class LibNft extends NftRunner {
   void open() {
     Nft lib = Native.load("nftables", Nft.class);
     if (netns.isPresent()) {
-      String ns = Kernel.netnsName(netns.get());
-      Path path = Path.of("/var/run/netns", ns);
-      if (!Files.exists(path)) {
-        path = Path.of("/run/netns", ns);
-      }
+      java.nio.file.Path path = Kernel.netnsPath(netns.get());
       LibC c = Native.load("c", LibC.class);
       int fd = c.open(path.toString(), O_RDONLY | O_CLOEXEC);
       try {
