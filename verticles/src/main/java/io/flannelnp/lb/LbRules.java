@@ -61,10 +61,10 @@ import java.util.TreeSet;
  *   <li><b>Why no VIP → verdict map</b> (kube-proxy's {@code service-ips}): adding a
  *       {@code goto} element makes the kernel re-validate every verdict of the table, 20,000
  *       elements at 20,000 services, 1-4 ms per update; and a new rule that names a map makes
- *       nft 1.0.6 load that map's elements, 16-90 ms at 80,000. Here a task-count change moves
- *       the VIP's slots from one map to another (plain elements, ~0.2 ms), a new largest count adds
- *       an empty map and a chain naming only it, and {@code services} (which names no map) is
- *       rewritten whole when the set of counts changes.</li>
+ *       nft 1.0.6 load that map's elements, 16-30 ms per rule at 80,000. Here a task-count
+ *       change moves the VIP's slots from one map to another (plain elements, ~0.2 ms), a new
+ *       largest count adds an empty map and a chain naming only it, and {@code services} (which
+ *       names no map) is rewritten whole when the set of counts changes.</li>
  *   <li><b>No task → refusal at once</b>: TCP gets a reset, anything else ICMP port-unreachable,
  *       so clients fail fast instead of timing out.</li>
  *   <li><b>Hairpin</b> (client and task on the same bridge of this node): the task would answer
