@@ -59,13 +59,10 @@ DNSMASQ_PID=""
 DOCKER_UP=0
 export FNP_LAB_PREFIX=fnpdb FNP_LAB_STATE="/tmp/fnpdb-$$" FNP_LAB_NET=198.18.77
 
-stop_pid() { # PID NAME GRACE: TERM, wait, KILL; only this exact PID
-  local pid="$1" name="$2" grace="${3:-20}" end
-  [[ -n "$pid" && -d "/proc/$pid" ]] || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  end=$((SECONDS + grace))
-  while [[ -d "/proc/$pid" ]] && ((SECONDS < end)); do sleep 0.2; done
-  if [[ -d "/proc/$pid" ]]; then log "$name (pid $pid) still running: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; fi
+source "$REPO/scripts/bench/lib.sh"
+stop_pid() { # PID NAME GRACE
+  [[ -n "$1" && -d "/proc/$1" ]] && log "stopping $2 (pid $1)"
+  bench_stop "$1" "${3:-20}"
 }
 
 cleanup() {
@@ -98,15 +95,8 @@ need_pkg dnsmasq dnsmasq-base
 for c in java mvn ip nft iptables nsenter dig; do command -v "$c" >/dev/null || die "$c is missing"; done
 
 # ---- build ------------------------------------------------------------------------------------
-log "building (mvn -o install, test-compile)"
-(cd "$REPO" && mvn -B -q -o install -DskipTests) >"$TMP/build.log" 2>&1 || { tail -30 "$TMP/build.log"; die "build failed"; }
-(cd "$REPO/verticles" && mvn -B -q -o test-compile \
-  && mvn -B -q -o dependency:build-classpath -Dmdep.includeScope=test -Dmdep.outputFile="$TMP/cp") \
-  >>"$TMP/build.log" 2>&1 || { tail -30 "$TMP/build.log"; die "test-compile failed"; }
-# a private copy of the classes: other builds in this tree must not change them under the run
-cp -r "$REPO/verticles/target/classes" "$TMP/classes"
-cp -r "$REPO/verticles/target/test-classes" "$TMP/test-classes"
-CP="$(cat "$TMP/cp"):$TMP/classes:$TMP/test-classes"
+log "building (both modules through the reactor; nothing is installed to ~/.m2)"
+CP=$(ROOT="$REPO" bench_classpath verticles "$TMP") || die "build failed"
 JAVA=(java -Xms256m -Xmx1g -cp "$CP")
 
 add_ns() { ip netns add "$1"; NETNS+=("$1"); ip -n "$1" link set lo up; }

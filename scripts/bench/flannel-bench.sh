@@ -24,6 +24,7 @@ for v in "$LEASES" "$SAMPLES"; do
   case "$v" in ''|*[!0-9]*) echo "flannel-bench: LEASES and SAMPLES must be numbers, not '$v'" >&2; exit 2;; esac
 done
 
+source "$ROOT/scripts/bench/lib.sh"
 STATE="$(mktemp -d "${TMPDIR:-/tmp}/flannel-bench.XXXXXX")"
 JAVA_PID=""
 
@@ -32,12 +33,7 @@ cleanup() {
   set +e
   trap - EXIT INT TERM
   # The JVM removes its namespaces and etcd itself; give it the chance (TERM).
-  if [ -n "$JAVA_PID" ] && kill -0 "$JAVA_PID" 2>/dev/null; then
-    kill -TERM "$JAVA_PID" 2>/dev/null
-    for _ in $(seq 1 100); do kill -0 "$JAVA_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$JAVA_PID" 2>/dev/null
-    wait "$JAVA_PID" 2>/dev/null
-  fi
+  bench_stop "$JAVA_PID" 10
   # If it could not (killed hard), remove what it recorded, and only that.
   if [ -s "$STATE/record" ]; then
     local kind a b
@@ -48,12 +44,7 @@ cleanup() {
           for ns in "$a-h" "$a-cmp"; do
             [ -e "/run/netns/$ns" ] && ip netns del "$ns" 2>/dev/null
           done ;;
-        etcd)
-          if [ -n "$a" ] && [ -r "/proc/$a/cmdline" ] \
-              && tr '\0' ' ' < "/proc/$a/cmdline" | grep -qF -- "--data-dir $b/data"; then
-            kill -KILL "$a" 2>/dev/null
-          fi
-          case "$(basename "$b")" in fnp-etcd-*) rm -rf -- "$b" ;; esac ;;
+        etcd) bench_kill_etcd "$a" "$b" ;;
       esac
     done < "$STATE/record"
   fi
@@ -71,14 +62,8 @@ command -v ip >/dev/null && command -v bridge >/dev/null || { echo "flannel-benc
 [ -x /usr/bin/etcd ] || command -v etcd >/dev/null \
   || { echo "flannel-bench: etcd not found (apt-get install etcd-server)" >&2; exit 1; }
 
-cd "$ROOT"
 echo "flannel-bench: compiling (both modules through the reactor; nothing is installed to ~/.m2)..."
-build() {
-  mvn -B -q "$@" -pl verticles -am test-compile dependency:build-classpath -Dmdep.outputFile=target/bench-cp.txt
-}
-build -o || { echo "flannel-bench: offline build failed; retrying online" >&2; build; }
-
-CP="verticles/target/classes:verticles/target/test-classes:$(cat verticles/target/bench-cp.txt)"
+CP=$(bench_classpath verticles "$STATE")
 # In the background so that this shell gets Ctrl-C at once and cleans up (the JVM then gets TERM).
 java -cp "$CP" -Dbench.leases="$LEASES" -Dbench.samples="$SAMPLES" -Dbench.stateFile="$STATE/record" \
   io.flannelnp.bench.FlannelBench &

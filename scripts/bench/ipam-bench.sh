@@ -22,6 +22,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OPS="${1:-2000}"
 case "$OPS" in ''|*[!0-9]*) echo "ipam-bench: OPS must be a number, not '$OPS'" >&2; exit 2;; esac
 
+source "$ROOT/scripts/bench/lib.sh"
 STATE="$(mktemp -d "${TMPDIR:-/tmp}/ipam-bench.XXXXXX")"
 JAVA_PID=""
 
@@ -30,23 +31,12 @@ cleanup() {
   set +e
   trap - EXIT INT TERM
   # The JVM's shutdown hook kills etcd and removes its directory; give it the chance (TERM).
-  if [ -n "$JAVA_PID" ] && kill -0 "$JAVA_PID" 2>/dev/null; then
-    kill -TERM "$JAVA_PID" 2>/dev/null
-    for _ in $(seq 1 100); do kill -0 "$JAVA_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$JAVA_PID" 2>/dev/null
-    wait "$JAVA_PID" 2>/dev/null
-  fi
+  bench_stop "$JAVA_PID" 10
   # If the JVM could not (killed hard), remove what it recorded: our etcd and our directory only.
   if [ -s "$STATE/etcd" ]; then
     local pid dir
     read -r pid dir < "$STATE/etcd"
-    if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] \
-        && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF -- "--data-dir $dir/data"; then
-      kill -KILL "$pid" 2>/dev/null
-    fi
-    case "$(basename "$dir")" in
-      fnp-etcd-*) rm -rf -- "$dir" ;;
-    esac
+    bench_kill_etcd "$pid" "$dir"
   fi
   rm -rf -- "$STATE"
   exit "$rc"
@@ -60,13 +50,8 @@ command -v mvn >/dev/null || { echo "ipam-bench: mvn not found" >&2; exit 1; }
 [ -x /usr/bin/etcd ] || command -v etcd >/dev/null \
   || { echo "ipam-bench: etcd not found (apt-get install etcd-server)" >&2; exit 1; }
 
-cd "$ROOT"
 echo "ipam-bench: compiling (core module and its tests)..."
-# The core module's directory is src/, so its target is src/target.
-build() { mvn -B -q "$@" -pl src test-compile dependency:build-classpath -Dmdep.outputFile=target/cp.txt; }
-build -o || { echo "ipam-bench: offline build failed; retrying online" >&2; build; }
-
-CP="src/target/classes:src/target/test-classes:$(cat src/target/cp.txt)"
+CP=$(bench_classpath src "$STATE")
 # In the background so that this shell gets Ctrl-C at once and cleans up (the JVM then gets TERM).
 java -cp "$CP" -Dbench.ops="$OPS" -Dbench.stateFile="$STATE/etcd" io.flannelnp.bench.IpamBench &
 JAVA_PID=$!

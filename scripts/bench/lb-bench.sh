@@ -14,20 +14,10 @@
 # The kube-proxy layout at 20,000 services takes minutes on nft 1.0.6 (anonymous vmaps per rule
 # are allocated quadratically); kubeLimitSeconds stops it. SKIP_BUILD=1 skips the Maven build.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+source "$ROOT/scripts/bench/lib.sh"
 [[ $(id -u) -eq 0 ]] || { echo "lb-bench.sh needs root (network namespaces, nftables)" >&2; exit 1; }
-if [[ "${SKIP_BUILD:-}" != 1 ]]; then
-  mvn -B -q -o -pl verticles -am test-compile
-fi
 work=$(mktemp -d /tmp/lb-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-# through the reactor: the core module's classes come from src/target, nothing is installed to ~/.m2
-mvn -B -q -o -pl verticles -am dependency:build-classpath -Dmdep.outputFile="$work/cp" -Dmdep.includeScope=test >/dev/null
-cp -r src/target/classes "$work/core-classes"
-sed -i "s#$PWD/src/target/classes#$work/core-classes#" "$work/cp"
-# a private copy of the classes: a concurrent build in this tree must not pull them away mid-run
-cp -r verticles/target/classes "$work/classes"
-cp -r verticles/target/test-classes "$work/test-classes"
-cp -r src/target/test-classes "$work/core-test-classes"
-java -Xmx2g ${LB_BENCH_JAVA_OPTS:-} -cp "$work/test-classes:$work/classes:$work/core-test-classes:$(cat "$work/cp")" \
-  io.flannelnp.bench.LbBench "$@"
+CP=$(bench_classpath verticles "$work")
+java -Xmx2g ${LB_BENCH_JAVA_OPTS:-} -cp "$CP" io.flannelnp.bench.LbBench "$@"

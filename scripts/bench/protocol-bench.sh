@@ -10,10 +10,9 @@ OPS="${1:-1000}"
 JOINS="${2:-200}"
 case "$OPS$JOINS" in *[!0-9]*|'') echo "protocol-bench: OPS and JOINS must be numbers" >&2; exit 2;; esac
 [ "$(id -u)" -eq 0 ] || { echo "protocol-bench: needs root (it creates a network namespace)" >&2; exit 1; }
-cd "$ROOT"
+source "$ROOT/scripts/bench/lib.sh"
+work=$(mktemp -d /tmp/protocol-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
 echo "protocol-bench: compiling..."
-# through the reactor (the core module's classes, not a copy installed to the shared ~/.m2)
-build() { mvn -B -q "$@" -pl verticles -am test-compile dependency:build-classpath -Dmdep.outputFile=target/cp.txt; }
-build -o || build
-CP="verticles/target/classes:verticles/target/test-classes:src/target/test-classes:$(cat verticles/target/cp.txt)"
+CP=$(bench_classpath verticles "$work")
 java -cp "$CP" -Dbench.ops="$OPS" -Dbench.joins="$JOINS" io.flannelnp.bench.ProtocolBench
