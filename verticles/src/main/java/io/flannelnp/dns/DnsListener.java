@@ -82,6 +82,10 @@ final class DnsListener {
     Options withNetnsWait(Duration d) {
       return new Options(upstreamTimeout, maxPending, maxTcpClients, tcpIdle, udpReceive, d, netnsPoll, rediscoverAfter);
     }
+
+    Options withNetnsPoll(Duration d) {
+      return new Options(upstreamTimeout, maxPending, maxTcpClients, tcpIdle, udpReceive, netnsWait, d, rediscoverAfter);
+    }
   }
 
   /** The two sockets opened inside the namespace. */

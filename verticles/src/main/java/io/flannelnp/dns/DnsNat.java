@@ -1,6 +1,5 @@
 package io.flannelnp.dns;
 
-import java.io.ByteArrayOutputStream;
 import java.io.File;
 import java.io.IOException;
 import java.io.InputStream;
@@ -241,8 +240,8 @@ final class DnsNat {
     }
     long t0 = System.nanoTime();
     Process p = pb.start();
-    CompletableFuture<String> err = CompletableFuture.supplyAsync(() -> drain(p.getErrorStream()), PUMPS);
-    CompletableFuture<String> out = CompletableFuture.supplyAsync(() -> drain(p.getInputStream()), PUMPS);
+    CompletableFuture<String> err = CompletableFuture.supplyAsync(() -> readAll(p.getErrorStream()), PUMPS);
+    CompletableFuture<String> out = CompletableFuture.supplyAsync(() -> readAll(p.getInputStream()), PUMPS);
     if (stdin != null) {
       try (OutputStream os = p.getOutputStream()) {
         os.write(stdin.getBytes(StandardCharsets.UTF_8));
@@ -263,11 +262,10 @@ final class DnsNat {
     return new Result(p.exitValue(), out.join(), err.join(), (System.nanoTime() - t0) / 1000);
   }
 
-  private static String drain(InputStream is) {
-    try {
-      ByteArrayOutputStream b = new ByteArrayOutputStream();
-      is.transferTo(b);
-      return b.toString(StandardCharsets.UTF_8);
+  /** All of a tool's output; what a broken pipe cut off is lost, the exit code says the rest. */
+  private static String readAll(InputStream is) {
+    try (is) {
+      return new String(is.readAllBytes(), StandardCharsets.UTF_8);
     } catch (IOException e) {
       return "";
     }

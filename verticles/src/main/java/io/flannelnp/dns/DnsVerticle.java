@@ -252,11 +252,8 @@ public final class DnsVerticle extends ReconcilerVerticle {
 
   private void onInject(Message<InjectDns> m) {
     InjectDns r = m.body();
-    String key;
-    try {
-      key = DnsNat.sandboxPath(r.sandboxKey());
-    } catch (IllegalArgumentException e) {
-      m.fail(Failure.BAD_REQUEST, e.getMessage());
+    String key = sandboxKeyOf(m, r.sandboxKey());
+    if (key == null) {
       return;
     }
     Entry e = entries.computeIfAbsent(key, Entry::new);
@@ -297,11 +294,8 @@ public final class DnsVerticle extends ReconcilerVerticle {
 
   private void onEject(Message<EjectDns> m) {
     EjectDns r = m.body();
-    String key;
-    try {
-      key = DnsNat.sandboxPath(r.sandboxKey());
-    } catch (IllegalArgumentException e) {
-      m.fail(Failure.BAD_REQUEST, e.getMessage());
+    String key = sandboxKeyOf(m, r.sandboxKey());
+    if (key == null) {
       return;
     }
     String ep = r.endpointId() == null ? "" : r.endpointId();
@@ -337,6 +331,16 @@ public final class DnsVerticle extends ReconcilerVerticle {
         m.fail(Failure.UNAVAILABLE, "DNS ejection from " + key + " failed: " + ar.cause().getMessage());
       }
     });
+  }
+
+  /** The request's sandbox key, or null after failing the request with what is wrong with it. */
+  private static String sandboxKeyOf(Message<?> m, String key) {
+    try {
+      return DnsNat.sandboxPath(key);
+    } catch (IllegalArgumentException e) {
+      m.fail(Failure.BAD_REQUEST, e.getMessage());
+      return null;
+    }
   }
 
   // ---- inject / eject ---------------------------------------------------------------------------

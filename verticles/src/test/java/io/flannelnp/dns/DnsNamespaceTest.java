@@ -4,21 +4,15 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import io.flannelnp.bus.Ack;
 import io.flannelnp.bus.Addresses;
-import io.flannelnp.bus.Codecs;
 import io.flannelnp.bus.Observed.KernelBatch;
 import io.flannelnp.dns.DnsMessage.EjectDns;
 import io.flannelnp.dns.DnsMessage.InjectDns;
-import io.flannelnp.etcd.EtcdSchema;
-import io.flannelnp.etcd.EtcdStore;
-import io.flannelnp.etcd.EtcdWatchVerticle;
 import io.flannelnp.model.ContainerRecord;
 import io.flannelnp.model.ContainerRecord.Attachment;
 import io.flannelnp.model.DockerNetwork;
 import io.flannelnp.model.ServiceRecord;
 import io.flannelnp.model.ServiceRecord.EndpointMode;
-import io.flannelnp.testing.EtcdServer;
 import io.flannelnp.testing.Netns;
-import io.vertx.core.Vertx;
 import io.vertx.core.eventbus.DeliveryOptions;
 import io.vertx.core.json.JsonArray;
 import io.vertx.core.json.JsonObject;
@@ -26,15 +20,12 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import java.util.Optional;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
 import java.util.function.BooleanSupplier;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
-import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -48,7 +39,7 @@ import org.junit.jupiter.api.Timeout;
  * iptables, nsenter, dig and etcd.
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
-class DnsNamespaceTest {
+class DnsNamespaceTest extends EtcdBusTestBase {
   static final String NODE = "node-dns-test";
   static final String WEB = "dnet-web-00000000000000000000001";
   static final String INTERNAL = "dnet-int-00000000000000000000002";
@@ -57,10 +48,6 @@ class DnsNamespaceTest {
   static final String EP2 = "e2000000000000000000000000000000000000000000000000000000000000e2";
   static final Duration UPSTREAM_TIMEOUT = Duration.ofMillis(1500);
 
-  static EtcdServer etcd;
-  Vertx vertx;
-  EtcdStore store;
-  EtcdSchema schema;
   Netns ns;
   Namespaces.Switcher switcher;
   final List<FakeDockerResolver> fakes = new ArrayList<>();
@@ -68,26 +55,12 @@ class DnsNamespaceTest {
   String dnsDeployment;
   DnsVerticle dns;
 
-  @BeforeAll
-  static void etcdUp() {
-    etcd = EtcdServer.start();
-  }
-
-  @AfterAll
-  static void etcdDown() {
-    etcd.close();
-  }
-
   @BeforeEach
   void setUp() throws Exception {
-    vertx = Vertx.vertx();
-    Codecs.registerAll(vertx.eventBus());
-    vertx.eventBus().<KernelBatch>consumer(Addresses.KERNEL_BATCH, m -> batches.add(m.body()));
-    store = new EtcdStore(vertx, etcd.endpoints(), Optional.empty(), Duration.ofSeconds(5));
     ns = new Netns();
-    schema = new EtcdSchema("/" + ns.stem());
+    startBus(ns.stem());
+    vertx.eventBus().<KernelBatch>consumer(Addresses.KERNEL_BATCH, m -> batches.add(m.body()));
     switcher = new Namespaces.Switcher("test-netns");
-    vertx.deployVerticle(new EtcdWatchVerticle(store, schema)).await(10, TimeUnit.SECONDS);
   }
 
   @AfterEach
@@ -99,10 +72,7 @@ class DnsNamespaceTest {
       for (FakeDockerResolver f : fakes) {
         f.close();
       }
-      store.deletePrefix(schema.root()).await(5, TimeUnit.SECONDS);
-      assertThat(store.list(schema.root()).await(5, TimeUnit.SECONDS).kvs()).as("etcd keys left").isEmpty();
-      store.close();
-      vertx.close().await(20, TimeUnit.SECONDS);
+      stopBus();
       switcher.close();
     } finally {
       ns.close();
