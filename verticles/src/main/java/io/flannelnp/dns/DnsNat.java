@@ -135,6 +135,32 @@ final class DnsNat {
     return "add table ip " + TABLE + "\ndelete table ip " + TABLE + "\n" + tableScript(udpPort, tcpPort);
   }
 
+  /** The nft command that lists our table (with {@code -s}: what the rules are, not what they counted). */
+  static String listCommand() {
+    return "list table ip " + TABLE;
+  }
+
+  /**
+   * Our table in the namespace at {@code path} as {@code nft -s list table} prints it, or "" when
+   * there is none: a process, for when libnftables cannot be loaded ({@link TableReader}).
+   */
+  static String listTable(String path) throws IOException {
+    String nft = resolve("nft");
+    if (nft == null) {
+      throw new IOException("nft not found on PATH or in " + TOOL_DIRS + " (install nftables)");
+    }
+    List<String> argv = new ArrayList<>(List.of(nft, "-s"));
+    argv.addAll(List.of(listCommand().split(" ")));
+    Result r = run(nsenter(path, argv.toArray(String[]::new)), null);
+    if (r.exit == 0) {
+      return r.out;
+    }
+    if (r.err.contains(TableReader.NO_SUCH)) {
+      return "";
+    }
+    throw new IOException("nft -s " + listCommand() + " in " + path + ": " + r.err.strip() + " (exit " + r.exit + ")");
+  }
+
   /** Deletes our table if it is there (a missing table is success). */
   static String removeScript() {
     return "add table ip " + TABLE + "\ndelete table ip " + TABLE + "\n";
