@@ -49,6 +49,15 @@ public final class Metrics {
   }
 
   /**
+   * Our DNS table in a container was re-created by the periodic check; {@code what} "missing" or
+   * "altered" (flushed, or a rule or chain changed).
+   */
+  public static void dnsTableRepaired(String what) {
+    Counter.builder("fnp_dns_table_repairs").description("DNS tables in containers re-created by the periodic check")
+        .tag("what", what).register(REGISTRY).increment();
+  }
+
+  /**
    * Counts an IPAM request's outcome: {@code kind} "pool" or "address"; a refusal because the range
    * is full counts as exhaustion. Returns {@code f} itself.
    */

@@ -69,18 +69,33 @@ final class DnsListener {
     }
   }
 
-  /** Limits and timeouts of every listener. */
+  /**
+   * Limits and timeouts of every listener, and the plane's timing: how long a sandbox's namespace
+   * is waited for, and how often the periodic pass re-checks our table in every served sandbox.
+   */
   record Options(Duration upstreamTimeout, int maxPending, int maxTcpClients, Duration tcpIdle, int udpReceive,
-      Duration netnsWait, Duration netnsPoll, Duration rediscoverAfter) {
+      Duration netnsWait, Duration netnsPoll, Duration rediscoverAfter, Duration resync) {
     static final Options DEFAULTS = new Options(Duration.ofMillis(4500), 1024, 256, Duration.ofSeconds(10), 4096,
-        Duration.ofSeconds(30), Duration.ofMillis(20), Duration.ofSeconds(10));
+        Duration.ofSeconds(30), Duration.ofMillis(20), Duration.ofSeconds(10), Duration.ofSeconds(30));
 
     Options withUpstreamTimeout(Duration d) {
-      return new Options(d, maxPending, maxTcpClients, tcpIdle, udpReceive, netnsWait, netnsPoll, rediscoverAfter);
+      return new Options(d, maxPending, maxTcpClients, tcpIdle, udpReceive, netnsWait, netnsPoll, rediscoverAfter,
+          resync);
     }
 
     Options withNetnsWait(Duration d) {
-      return new Options(upstreamTimeout, maxPending, maxTcpClients, tcpIdle, udpReceive, d, netnsPoll, rediscoverAfter);
+      return new Options(upstreamTimeout, maxPending, maxTcpClients, tcpIdle, udpReceive, d, netnsPoll, rediscoverAfter,
+          resync);
+    }
+
+    Options withNetnsPoll(Duration d) {
+      return new Options(upstreamTimeout, maxPending, maxTcpClients, tcpIdle, udpReceive, netnsWait, d, rediscoverAfter,
+          resync);
+    }
+
+    Options withResync(Duration d) {
+      return new Options(upstreamTimeout, maxPending, maxTcpClients, tcpIdle, udpReceive, netnsWait, netnsPoll,
+          rediscoverAfter, d);
     }
   }
 

@@ -1,6 +1,5 @@
 package io.flannelnp.dns;
 
-import java.io.ByteArrayOutputStream;
 import java.io.File;
 import java.io.IOException;
 import java.io.InputStream;
@@ -136,6 +135,32 @@ final class DnsNat {
     return "add table ip " + TABLE + "\ndelete table ip " + TABLE + "\n" + tableScript(udpPort, tcpPort);
   }
 
+  /** The nft command that lists our table (with {@code -s}: what the rules are, not what they counted). */
+  static String listCommand() {
+    return "list table ip " + TABLE;
+  }
+
+  /**
+   * Our table in the namespace at {@code path} as {@code nft -s list table} prints it, or "" when
+   * there is none: a process, for when libnftables cannot be loaded ({@link TableReader}).
+   */
+  static String listTable(String path) throws IOException {
+    String nft = resolve("nft");
+    if (nft == null) {
+      throw new IOException("nft not found on PATH or in " + TOOL_DIRS + " (install nftables)");
+    }
+    List<String> argv = new ArrayList<>(List.of(nft, "-s"));
+    argv.addAll(List.of(listCommand().split(" ")));
+    Result r = run(nsenter(path, argv.toArray(String[]::new)), null);
+    if (r.exit == 0) {
+      return r.out;
+    }
+    if (r.err.contains(TableReader.NO_SUCH)) {
+      return "";
+    }
+    throw new IOException("nft -s " + listCommand() + " in " + path + ": " + r.err.strip() + " (exit " + r.exit + ")");
+  }
+
   /** Deletes our table if it is there (a missing table is success). */
   static String removeScript() {
     return "add table ip " + TABLE + "\ndelete table ip " + TABLE + "\n";
@@ -241,8 +266,8 @@ final class DnsNat {
     }
     long t0 = System.nanoTime();
     Process p = pb.start();
-    CompletableFuture<String> err = CompletableFuture.supplyAsync(() -> drain(p.getErrorStream()), PUMPS);
-    CompletableFuture<String> out = CompletableFuture.supplyAsync(() -> drain(p.getInputStream()), PUMPS);
+    CompletableFuture<String> err = CompletableFuture.supplyAsync(() -> readAll(p.getErrorStream()), PUMPS);
+    CompletableFuture<String> out = CompletableFuture.supplyAsync(() -> readAll(p.getInputStream()), PUMPS);
     if (stdin != null) {
       try (OutputStream os = p.getOutputStream()) {
         os.write(stdin.getBytes(StandardCharsets.UTF_8));
@@ -263,11 +288,10 @@ final class DnsNat {
     return new Result(p.exitValue(), out.join(), err.join(), (System.nanoTime() - t0) / 1000);
   }
 
-  private static String drain(InputStream is) {
-    try {
-      ByteArrayOutputStream b = new ByteArrayOutputStream();
-      is.transferTo(b);
-      return b.toString(StandardCharsets.UTF_8);
+  /** All of a tool's output; what a broken pipe cut off is lost, the exit code says the rest. */
+  private static String readAll(InputStream is) {
+    try (is) {
+      return new String(is.readAllBytes(), StandardCharsets.UTF_8);
     } catch (IOException e) {
       return "";
     }

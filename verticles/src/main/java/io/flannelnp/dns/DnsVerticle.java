@@ -73,6 +73,15 @@ import java.util.logging.Logger;
  * <p><b>Scope.</b> A container resolves in the networks it is attached to: its container record's
  * networks (ordinary overlays included) and the networks of its endpoints.
  *
+ * <p><b>Re-check.</b> Nothing stops a process in the container (an operator's {@code nft flush
+ * ruleset}, a firewall tool) from removing or flushing our table, and Docker's resolver would then
+ * answer there, without our names, until the container restarts. So every periodic pass (every
+ * {@code resync} of the options, 30 s) reads our table back in each served sandbox, with
+ * libnftables on the namespace thread ({@link TableReader}: no process per container), and
+ * re-creates it in one transaction when it is missing or differs from what we applied (rules and
+ * chains, priorities included; counters aside). Each repair is logged once, counted in the pass
+ * summary and in {@code fnp_dns_table_repairs}.
+ *
  * <p><b>Stop.</b> An orderly stop removes our table from every container and closes the
  * listeners, so Docker's resolver answers until the next start.
  */
@@ -126,6 +135,8 @@ public final class DnsVerticle extends ReconcilerVerticle {
     volatile DnsListener listener;
     volatile String state = "new";
     volatile String error = "";
+    /** Our table as read back right after we applied it ({@code nft -s}); null: not known, not checked. */
+    volatile String table;
     /** While waiting for the namespace to appear: polls at once (a hook says it is there). */
     Runnable wake;
 
@@ -194,6 +205,11 @@ public final class DnsVerticle extends ReconcilerVerticle {
   }
 
   @Override
+  protected Duration resyncPeriod() {
+    return options.resync();
+  }
+
+  @Override
   protected Set<Family> families() {
     return EnumSet.of(Family.DOCKER_SERVICES, Family.DOCKER_CONTAINERS, Family.DOCKER_NETWORKS, Family.ENDPOINTS);
   }
@@ -201,6 +217,10 @@ public final class DnsVerticle extends ReconcilerVerticle {
   @Override
   protected Future<?> startPlane() {
     ownInode = Namespaces.ownNetnsInode();
+    if (!TableReader.available()) {
+      LOG.warning("libnftables cannot be loaded (" + TableReader.loadError() + "): the periodic check of the DNS"
+          + " table in each container runs nft in a process per container");
+    }
     switcher = new Namespaces.Switcher("fnp-dns-netns");
     AtomicInteger n = new AtomicInteger();
     // nft and iptables-save mostly wait for the kernel: a few in parallel re-inject a node's
@@ -252,11 +272,8 @@ public final class DnsVerticle extends ReconcilerVerticle {
 
   private void onInject(Message<InjectDns> m) {
     InjectDns r = m.body();
-    String key;
-    try {
-      key = DnsNat.sandboxPath(r.sandboxKey());
-    } catch (IllegalArgumentException e) {
-      m.fail(Failure.BAD_REQUEST, e.getMessage());
+    String key = sandboxKeyOf(m, r.sandboxKey());
+    if (key == null) {
       return;
     }
     Entry e = entries.computeIfAbsent(key, Entry::new);
@@ -297,11 +314,8 @@ public final class DnsVerticle extends ReconcilerVerticle {
 
   private void onEject(Message<EjectDns> m) {
     EjectDns r = m.body();
-    String key;
-    try {
-      key = DnsNat.sandboxPath(r.sandboxKey());
-    } catch (IllegalArgumentException e) {
-      m.fail(Failure.BAD_REQUEST, e.getMessage());
+    String key = sandboxKeyOf(m, r.sandboxKey());
+    if (key == null) {
       return;
     }
     String ep = r.endpointId() == null ? "" : r.endpointId();
@@ -339,6 +353,16 @@ public final class DnsVerticle extends ReconcilerVerticle {
     });
   }
 
+  /** The request's sandbox key, or null after failing the request with what is wrong with it. */
+  private static String sandboxKeyOf(Message<?> m, String key) {
+    try {
+      return DnsNat.sandboxPath(key);
+    } catch (IllegalArgumentException e) {
+      m.fail(Failure.BAD_REQUEST, e.getMessage());
+      return null;
+    }
+  }
+
   // ---- inject / eject ---------------------------------------------------------------------------
 
   private boolean isReady(String key) {
@@ -352,10 +376,10 @@ public final class DnsVerticle extends ReconcilerVerticle {
   }
 
   /** Serialises the operations on one sandbox, whichever entry asked for them. */
-  private Future<Void> chain(Entry e, java.util.function.Supplier<Future<Void>> op) {
+  private <T> Future<T> chain(Entry e, java.util.function.Supplier<Future<T>> op) {
     Future<Void> prev = ops.getOrDefault(e.key, Future.succeededFuture());
-    Future<Void> next = prev.transform(x -> op.get());
-    Future<Void> settled = next.otherwiseEmpty();
+    Future<T> next = prev.transform(x -> op.get());
+    Future<Void> settled = next.<Void>mapEmpty().otherwiseEmpty();
     ops.put(e.key, settled);
     settled.onComplete(x -> ops.remove(e.key, settled));
     return next;
@@ -430,10 +454,7 @@ public final class DnsVerticle extends ReconcilerVerticle {
   private Future<Void> openAndInject(Entry e, long ino, long deadline) {
     e.state = "injecting";
     return openSockets(e.key, ino, deadline).compose(s -> {
-      String head = "# nsenter --net=" + e.key + "\n";
-      return nft(e.key, head + DnsNat.tableScript(s.udpPort(), s.tcpPort()))
-          .recover(err -> nft(e.key, head + DnsNat.replaceScript(s.udpPort(), s.tcpPort())))
-          .recover(err -> {
+      return applyTable(e, ino, s.udpPort(), s.tcpPort()).recover(err -> {
         s.closeQuietly();
         return Future.failedFuture(err);
       }).compose(v -> {
@@ -491,6 +512,102 @@ public final class DnsVerticle extends ReconcilerVerticle {
         }
         return Future.succeededFuture(); // the namespace is gone, and our table with it
       }).onSuccess(v -> LOG.info("DNS ejected from " + e.key + " (" + why + ")"));
+    });
+  }
+
+  /**
+   * (Re)fills our table in one transaction, replacing it as a whole when a table of the same name
+   * cannot be refilled (chains of another type or priority), then reads it back as what the
+   * periodic check expects.
+   */
+  private Future<Void> applyTable(Entry e, long ino, int udpPort, int tcpPort) {
+    String head = "# nsenter --net=" + e.key + "\n";
+    return nft(e.key, head + DnsNat.tableScript(udpPort, tcpPort))
+        .recover(err -> nft(e.key, head + DnsNat.replaceScript(udpPort, tcpPort)))
+        .compose(v -> readTable(e.key, ino).transform(ar -> {
+          e.table = ar.succeeded() && !ar.result().isEmpty() ? ar.result() : null;
+          if (e.table == null) {
+            LOG.warning("DNS table in " + e.key + " cannot be read back, it is not re-checked: "
+                + (ar.failed() ? ar.cause().getMessage() : "gone right after it was made"));
+          }
+          return Future.succeededFuture();
+        }));
+  }
+
+  /**
+   * Our table in the sandbox's namespace ({@code nft -s list}), "" when there is none: with
+   * libnftables on the namespace thread, else an {@code nsenter nft} process on the tool pool.
+   */
+  private Future<String> readTable(String key, long ino) {
+    if (TableReader.available()) {
+      return fromCf(switcher.submit(Path.of(key), ino, TableReader::list));
+    }
+    return fromCf(CompletableFuture.supplyAsync(() -> {
+      try {
+        return DnsNat.listTable(key);
+      } catch (IOException ex) {
+        throw new java.util.concurrent.CompletionException(ex);
+      }
+    }, tools));
+  }
+
+  /**
+   * The periodic check of one served sandbox: re-creates our table when it is missing or is no
+   * longer what we applied (flushed, a rule or chain changed or added), in one transaction.
+   * Returns "missing" or "altered" when it repaired the table, else null. Runs as the
+   * sandbox's operation, so it never overlaps an injection or ejection.
+   */
+  private Future<String> checkTable(Entry e) {
+    return chain(e, () -> {
+      DnsListener l = e.listener;
+      String want = e.table;
+      if (l == null || want == null || entries.get(e.key) != e) {
+        return Future.succeededFuture(null);
+      }
+      return readTable(e.key, l.inode()).compose(have -> {
+        if (have.equals(want) || e.listener != l) {
+          return Future.succeededFuture(null);
+        }
+        String what = have.isEmpty() ? "missing" : "altered";
+        return applyTable(e, l.inode(), l.udpPort(), l.tcpPort()).transform(ar -> {
+          if (ar.failed()) {
+            LOG.warning("DNS table in " + e.key + " was " + what + ", re-creating it failed: " + ar.cause().getMessage());
+            return Future.failedFuture(ar.cause());
+          }
+          LOG.warning("DNS table in " + e.key + " was " + what + ": re-created (udp " + l.udpPort() + ", tcp "
+              + l.tcpPort() + ")");
+          io.flannelnp.admin.Metrics.dnsTableRepaired(what);
+          return Future.succeededFuture(what);
+        });
+      });
+    });
+  }
+
+  /** Checks every served sandbox no operation is busy with; the summary counts the repairs. */
+  private Future<String> checkTables() {
+    long t0 = System.nanoTime();
+    List<Future<String>> checks = new ArrayList<>();
+    for (Entry e : entries.values()) {
+      if (e.listener != null && e.table != null && !ops.containsKey(e.key)) {
+        checks.add(checkTable(e).otherwise(err -> {
+          LOG.log(Level.FINE, "DNS table check in " + e.key + " failed: " + err.getMessage()); // retried next period
+          return "failed";
+        }));
+      }
+    }
+    return Future.join(checks).transform(ar -> {
+      Map<String, Integer> n = new java.util.TreeMap<>();
+      for (Future<String> f : checks) {
+        if (f.result() != null) {
+          n.merge(f.result(), 1, Integer::sum);
+        }
+      }
+      int repaired = n.getOrDefault("missing", 0) + n.getOrDefault("altered", 0);
+      return Future.succeededFuture(checks.size() + " table(s) checked in "
+          + String.format(java.util.Locale.ROOT, "%.1f", (System.nanoTime() - t0) / 1e6) + " ms, " + repaired
+          + " re-created"
+          + (repaired == 0 ? "" : " (" + n.getOrDefault("missing", 0) + " missing, " + n.getOrDefault("altered", 0)
+          + " altered)") + (n.containsKey("failed") ? ", " + n.get("failed") + " failed" : ""));
     });
   }
 
@@ -670,8 +787,11 @@ public final class DnsVerticle extends ReconcilerVerticle {
     }
     waitFailed.keySet().removeIf(k -> !desired.containsKey(k));
     long active = entries.values().stream().filter(e -> e.listener != null).count();
-    return Future.succeededFuture(active + " sandbox(es) served, " + started + " being injected, " + ejected
-        + " ejected; " + names.size() + " names on " + names.networkIds().size() + " networks");
+    String summary = active + " sandbox(es) served, " + started + " being injected, " + ejected + " ejected; "
+        + names.size() + " names on " + names.networkIds().size() + " networks";
+    // something in a container may have removed or flushed our table since: Docker's resolver
+    // would answer there, without our names, until the container restarts
+    return periodic ? checkTables().map(checked -> summary + "; " + checked) : Future.succeededFuture(summary);
   }
 
   private void updateView(Entry e) {

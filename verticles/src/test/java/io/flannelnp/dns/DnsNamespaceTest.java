@@ -4,21 +4,16 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import io.flannelnp.bus.Ack;
 import io.flannelnp.bus.Addresses;
-import io.flannelnp.bus.Codecs;
 import io.flannelnp.bus.Observed.KernelBatch;
+import io.flannelnp.bus.Observed.ReconcileReport;
 import io.flannelnp.dns.DnsMessage.EjectDns;
 import io.flannelnp.dns.DnsMessage.InjectDns;
-import io.flannelnp.etcd.EtcdSchema;
-import io.flannelnp.etcd.EtcdStore;
-import io.flannelnp.etcd.EtcdWatchVerticle;
 import io.flannelnp.model.ContainerRecord;
 import io.flannelnp.model.ContainerRecord.Attachment;
 import io.flannelnp.model.DockerNetwork;
 import io.flannelnp.model.ServiceRecord;
 import io.flannelnp.model.ServiceRecord.EndpointMode;
-import io.flannelnp.testing.EtcdServer;
 import io.flannelnp.testing.Netns;
-import io.vertx.core.Vertx;
 import io.vertx.core.eventbus.DeliveryOptions;
 import io.vertx.core.json.JsonArray;
 import io.vertx.core.json.JsonObject;
@@ -26,15 +21,16 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import java.util.Optional;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
 import java.util.function.BooleanSupplier;
+import java.util.logging.Handler;
+import java.util.logging.Level;
+import java.util.logging.LogRecord;
+import java.util.logging.Logger;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
-import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -48,7 +44,7 @@ import org.junit.jupiter.api.Timeout;
  * iptables, nsenter, dig and etcd.
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
-class DnsNamespaceTest {
+class DnsNamespaceTest extends EtcdBusTestBase {
   static final String NODE = "node-dns-test";
   static final String WEB = "dnet-web-00000000000000000000001";
   static final String INTERNAL = "dnet-int-00000000000000000000002";
@@ -56,11 +52,9 @@ class DnsNamespaceTest {
   static final String EP1 = "e1000000000000000000000000000000000000000000000000000000000000e1";
   static final String EP2 = "e2000000000000000000000000000000000000000000000000000000000000e2";
   static final Duration UPSTREAM_TIMEOUT = Duration.ofMillis(1500);
+  /** The periodic pass of the tests that wait for it. */
+  static final Duration RESYNC = Duration.ofSeconds(2);
 
-  static EtcdServer etcd;
-  Vertx vertx;
-  EtcdStore store;
-  EtcdSchema schema;
   Netns ns;
   Namespaces.Switcher switcher;
   final List<FakeDockerResolver> fakes = new ArrayList<>();
@@ -68,26 +62,12 @@ class DnsNamespaceTest {
   String dnsDeployment;
   DnsVerticle dns;
 
-  @BeforeAll
-  static void etcdUp() {
-    etcd = EtcdServer.start();
-  }
-
-  @AfterAll
-  static void etcdDown() {
-    etcd.close();
-  }
-
   @BeforeEach
   void setUp() throws Exception {
-    vertx = Vertx.vertx();
-    Codecs.registerAll(vertx.eventBus());
-    vertx.eventBus().<KernelBatch>consumer(Addresses.KERNEL_BATCH, m -> batches.add(m.body()));
-    store = new EtcdStore(vertx, etcd.endpoints(), Optional.empty(), Duration.ofSeconds(5));
     ns = new Netns();
-    schema = new EtcdSchema("/" + ns.stem());
+    startBus(ns.stem());
+    vertx.eventBus().<KernelBatch>consumer(Addresses.KERNEL_BATCH, m -> batches.add(m.body()));
     switcher = new Namespaces.Switcher("test-netns");
-    vertx.deployVerticle(new EtcdWatchVerticle(store, schema)).await(10, TimeUnit.SECONDS);
   }
 
   @AfterEach
@@ -99,10 +79,7 @@ class DnsNamespaceTest {
       for (FakeDockerResolver f : fakes) {
         f.close();
       }
-      store.deletePrefix(schema.root()).await(5, TimeUnit.SECONDS);
-      assertThat(store.list(schema.root()).await(5, TimeUnit.SECONDS).kvs()).as("etcd keys left").isEmpty();
-      store.close();
-      vertx.close().await(20, TimeUnit.SECONDS);
+      stopBus();
       switcher.close();
     } finally {
       ns.close();
@@ -368,6 +345,152 @@ class DnsNamespaceTest {
     assertThat(dns.served()).isZero();
   }
 
+  @Test
+  void thePeriodicPassRecreatesOurTableWhenItIsRemovedFlushedOrOutrankedAndAQuietPassChangesNothing()
+      throws Exception {
+    String c = ns.add("c");
+    String key = "/var/run/netns/" + c;
+    FakeDockerResolver docker = fake(key);
+    dockerRules(c, "iptables", docker);
+    writeCluster(key);
+    List<ReconcileReport> periodic = periodicReports();
+    List<String> warnings = new CopyOnWriteArrayList<>();
+    Handler log = new Handler() {
+      @Override
+      public void publish(LogRecord r) {
+        if (r.getLevel() == Level.WARNING) {
+          warnings.add(r.getMessage());
+        }
+      }
+
+      @Override
+      public void flush() {}
+
+      @Override
+      public void close() {}
+    };
+    Logger.getLogger(DnsVerticle.class.getName()).addHandler(log);
+    try {
+      deployDns(DnsListener.Options.DEFAULTS.withUpstreamTimeout(UPSTREAM_TIMEOUT).withResync(RESYNC));
+      await(() -> dns.served() == 1, "injection from the records");
+      awaitNames();
+      assertThat(dig(c, "my-name").answers()).containsExactlyInAnyOrder("10.2.0.5", "10.2.0.2");
+      String ours = ns.exec(c, "nft", "-s", "list", "table", "ip", DnsNat.TABLE).ok().out();
+      double missing = repairs("missing");
+      double altered = repairs("altered");
+
+      // an operator's or a tool's "nft delete table" in the container
+      repairedWithinAPeriod(c, periodic, "1 missing, 0 altered", () -> ns.exec(c, "nft", "delete", "table", "ip", DnsNat.TABLE).ok());
+      assertThat(ns.exec(c, "nft", "-s", "list", "table", "ip", DnsNat.TABLE).ok().out()).isEqualTo(ours);
+      // "nft flush table": the chains stay, empty, and Docker's DNAT answers
+      repairedWithinAPeriod(c, periodic, "0 missing, 1 altered", () -> ns.exec(c, "nft", "flush", "table", "ip", DnsNat.TABLE).ok());
+      assertThat(ns.exec(c, "nft", "-s", "list", "table", "ip", DnsNat.TABLE).ok().out()).isEqualTo(ours);
+      // our rules, but in a chain after Docker's (-100): refilling cannot move a chain, the table is replaced
+      repairedWithinAPeriod(c, periodic, "0 missing, 1 altered", () -> {
+        DnsNat.Result r = DnsNat.nft(key, DnsNat.removeScript() + DnsNat.tableScript(53, 53)
+            .replace("priority " + DnsNat.PRIORITY + ";", "priority 0;"));
+        assertThat(r.exit()).as(r.err()).isZero();
+      });
+      assertThat(ns.exec(c, "nft", "-s", "list", "table", "ip", DnsNat.TABLE).ok().out()).isEqualTo(ours);
+      assertThat(ourChain(c, "output").getInteger("prio")).isEqualTo(DnsNat.PRIORITY);
+      assertThat(warnings.stream().filter(w -> w.contains(" was missing: re-created")).count()).as("%s", warnings)
+          .isEqualTo(1);
+      assertThat(warnings.stream().filter(w -> w.contains(" was altered: re-created")).count()).as("%s", warnings)
+          .isEqualTo(2);
+      assertThat(repairs("missing") - missing).isEqualTo(1);
+      assertThat(repairs("altered") - altered).isEqualTo(2);
+
+      // nothing wrong: two more periodic passes check and change nothing (same rule handles, no nft run)
+      String handles = ns.exec(c, "nft", "-a", "-s", "list", "table", "ip", DnsNat.TABLE).ok().out();
+      int nfts = batches.size();
+      int warned = warnings.size();
+      int seen = periodic.size();
+      await(() -> periodic.size() >= seen + 2, "two more periodic passes", RESYNC.multipliedBy(3));
+      assertThat(periodic.subList(seen, seen + 2)).allSatisfy(r -> assertThat(r.summary())
+          .contains("1 table(s) checked in ").contains(" ms, 0 re-created").doesNotContain("failed"));
+      assertThat(batches).hasSize(nfts);
+      assertThat(warnings).hasSize(warned);
+      assertThat(ns.exec(c, "nft", "-a", "-s", "list", "table", "ip", DnsNat.TABLE).ok().out()).isEqualTo(handles);
+      assertThat(dig(c, "my-name").answers()).containsExactlyInAnyOrder("10.2.0.5", "10.2.0.2");
+      assertThat(dig(c, "outside.example").answers()).containsExactly(FakeDockerResolver.OUTSIDE);
+    } finally {
+      Logger.getLogger(DnsVerticle.class.getName()).removeHandler(log);
+    }
+  }
+
+  /** Breaks our table, then waits for a periodic pass to report the repair and dig to get our names again. */
+  void repairedWithinAPeriod(String c, List<ReconcileReport> periodic, String what, ThrowingRunnable damage)
+      throws Exception {
+    int seen = periodic.size();
+    long t0 = System.nanoTime();
+    damage.run();
+    await(() -> periodic.stream().skip(seen).anyMatch(r -> r.summary().contains("1 re-created (" + what)),
+        "a periodic pass reporting the repair (" + what + ")", RESYNC.plusSeconds(5));
+    Dig d = dig(c, "my-name");
+    long ms = (System.nanoTime() - t0) / 1_000_000;
+    assertThat(d.answers()).as(d.raw()).containsExactlyInAnyOrder("10.2.0.5", "10.2.0.2");
+    assertThat(ms).as("repaired within the period").isLessThan(RESYNC.toMillis() + 3000);
+  }
+
+  @Test
+  void thePeriodicCheckOfAHundredServedSandboxesWithLibnftablesChangesNothingAndTakesMilliseconds() throws Exception {
+    writeCluster("");
+    List<String> suffixes = new ArrayList<>();
+    for (int i = 0; i < 100; i++) {
+      suffixes.add("s" + i);
+    }
+    List<String> names = ns.addAll(suffixes);
+    for (int i = 0; i < names.size(); i++) {
+      String ep = String.format("e%063d", i);
+      put(schema.endpoint(NODE, ep), endpointRecord(ep, "/var/run/netns/" + names.get(i)).encode());
+    }
+    for (String n : names) {
+      ns.ip(n, "link", "set", "dev", "lo", "up").ok();
+    }
+    List<ReconcileReport> periodic = periodicReports();
+    deployDns(DnsListener.Options.DEFAULTS.withUpstreamTimeout(UPSTREAM_TIMEOUT).withResync(RESYNC));
+    await(() -> dns.served() == 100, "injection into 100 sandboxes", Duration.ofSeconds(60));
+    assertThat(TableReader.available()).as("libnftables: " + TableReader.loadError()).isTrue();
+    int nfts = batches.size();
+    // the first pass may have begun before the last injection: the three after it
+    int seen = periodic.size() + 1;
+    await(() -> periodic.size() >= seen + 3, "three periodic passes", RESYNC.multipliedBy(6));
+    List<Double> ms = new ArrayList<>();
+    for (ReconcileReport r : periodic.subList(seen, seen + 3)) {
+      Matcher m = Pattern.compile("100 table\\(s\\) checked in ([0-9.]+) ms, 0 re-created").matcher(r.summary());
+      assertThat(m.find()).as(r.summary()).isTrue();
+      ms.add(Double.parseDouble(m.group(1)));
+    }
+    System.out.println("periodic DNS table check of 100 served sandboxes: " + ms + " ms (whole pass "
+        + periodic.get(seen + 2).micros() / 1000 + " ms)");
+    assertThat(batches).as("no nft transaction").hasSize(nfts);
+    assertThat(ms).as("a check of 100 sandboxes").allSatisfy(t -> assertThat(t).isLessThan(2000.0));
+    vertx.undeploy(dnsDeployment).await(60, TimeUnit.SECONDS);
+    dnsDeployment = null;
+    ns.deleteAll(names);
+  }
+
+  List<ReconcileReport> periodicReports() {
+    List<ReconcileReport> periodic = new CopyOnWriteArrayList<>();
+    vertx.eventBus().<ReconcileReport>consumer(Addresses.RECONCILE_REPORT, m -> {
+      if ("dns".equals(m.body().plane()) && m.body().periodic() && m.body().ok()) {
+        periodic.add(m.body());
+      }
+    });
+    return periodic;
+  }
+
+  /** fnp_dns_table_repairs{what} so far (the registry is the JVM's: compare before and after). */
+  static double repairs(String what) {
+    io.micrometer.core.instrument.Counter counter = io.flannelnp.admin.Metrics.REGISTRY.find("fnp_dns_table_repairs")
+        .tag("what", what).counter();
+    return counter == null ? 0 : counter.count();
+  }
+
+  interface ThrowingRunnable {
+    void run() throws Exception;
+  }
+
   // ---- fixtures ----------------------------------------------------------------------------------
 
   /** The six-examples world of DnsNamesTest, scenario 1, plus "big" (100 DNSRR tasks). */
@@ -423,8 +546,10 @@ class DnsNamespaceTest {
   }
 
   void deployDns() throws Exception {
-    DnsListener.Options o = DnsListener.Options.DEFAULTS.withUpstreamTimeout(UPSTREAM_TIMEOUT)
-        .withNetnsWait(Duration.ofSeconds(3));
+    deployDns(DnsListener.Options.DEFAULTS.withUpstreamTimeout(UPSTREAM_TIMEOUT).withNetnsWait(Duration.ofSeconds(3)));
+  }
+
+  void deployDns(DnsListener.Options o) throws Exception {
     dns = new DnsVerticle(NODE, true, 600, schema, o);
     dnsDeployment = vertx.deployVerticle(dns).await(20, TimeUnit.SECONDS);
   }
@@ -538,7 +663,11 @@ class DnsNamespaceTest {
   }
 
   static void await(BooleanSupplier cond, String what) throws InterruptedException {
-    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+    await(cond, what, Duration.ofSeconds(10));
+  }
+
+  static void await(BooleanSupplier cond, String what, Duration limit) throws InterruptedException {
+    long deadline = System.nanoTime() + limit.toNanos();
     while (!cond.getAsBoolean()) {
       if (System.nanoTime() > deadline) {
         throw new AssertionError("timed out waiting for " + what);

@@ -4,17 +4,11 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import io.flannelnp.bus.Ack;
 import io.flannelnp.bus.Addresses;
-import io.flannelnp.bus.Codecs;
 import io.flannelnp.dns.DnsMessage.InjectDns;
-import io.flannelnp.etcd.EtcdSchema;
-import io.flannelnp.etcd.EtcdStore;
-import io.flannelnp.etcd.EtcdWatchVerticle;
 import io.flannelnp.model.ContainerRecord;
 import io.flannelnp.model.ContainerRecord.Attachment;
 import io.flannelnp.model.DockerNetwork;
-import io.flannelnp.testing.EtcdServer;
 import io.flannelnp.testing.Netns;
-import io.vertx.core.Vertx;
 import io.vertx.core.eventbus.DeliveryOptions;
 import io.vertx.core.json.JsonObject;
 import java.io.IOException;
@@ -29,12 +23,9 @@ import java.time.Duration;
 import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
-import java.util.Optional;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -48,31 +39,17 @@ import org.junit.jupiter.api.Timeout;
  * the listener served. Needs root, iproute2, nftables, dig, etcd, gcc (static libc) and make.
  */
 @Timeout(value = 90, unit = TimeUnit.SECONDS)
-class HookHandshakeTest {
+class HookHandshakeTest extends EtcdBusTestBase {
   static final String NODE = "node-hook-test";
   static final String NET = "hnet-0000000000000000000000001";
   static final String EP = "e7000000000000000000000000000000000000000000000000000000000000e7";
   static final String CID = "c7000000000000000000000000000000000000000000000000000000000000c7";
 
-  static EtcdServer etcd;
-  Vertx vertx;
-  EtcdStore store;
-  EtcdSchema schema;
   String stem;
   Path dir;
   Path socket;
   DnsVerticle dns;
   String deployment;
-
-  @BeforeAll
-  static void etcdUp() {
-    etcd = EtcdServer.start();
-  }
-
-  @AfterAll
-  static void etcdDown() {
-    etcd.close();
-  }
 
   @BeforeEach
   void setUp() throws Exception {
@@ -81,13 +58,9 @@ class HookHandshakeTest {
     stem = "fnh-" + HexFormat.of().formatHex(b);
     dir = Files.createTempDirectory("fnh-hs");
     socket = dir.resolve("hook.sock");
-    vertx = Vertx.vertx();
-    Codecs.registerAll(vertx.eventBus());
-    store = new EtcdStore(vertx, etcd.endpoints(), Optional.empty(), Duration.ofSeconds(5));
-    schema = new EtcdSchema("/" + stem);
-    vertx.deployVerticle(new EtcdWatchVerticle(store, schema)).await(10, TimeUnit.SECONDS);
-    DnsListener.Options o = new DnsListener.Options(Duration.ofMillis(1500), 1024, 256, Duration.ofSeconds(10), 4096,
-        Duration.ofSeconds(30), Duration.ofSeconds(5), Duration.ofSeconds(10));
+    startBus(stem);
+    DnsListener.Options o = DnsListener.Options.DEFAULTS.withUpstreamTimeout(Duration.ofMillis(1500))
+        .withNetnsPoll(Duration.ofSeconds(5));
     dns = new DnsVerticle(NODE, true, 600, schema, o, socket.toString());
     deployment = vertx.deployVerticle(dns).await(20, TimeUnit.SECONDS);
   }
@@ -99,10 +72,7 @@ class HookHandshakeTest {
         vertx.undeploy(deployment).await(20, TimeUnit.SECONDS);
         assertThat(socket).as("the socket goes with the plane").doesNotExist();
       }
-      store.deletePrefix(schema.root()).await(5, TimeUnit.SECONDS);
-      assertThat(store.list(schema.root()).await(5, TimeUnit.SECONDS).kvs()).as("etcd keys left").isEmpty();
-      store.close();
-      vertx.close().await(20, TimeUnit.SECONDS);
+      stopBus();
     } finally {
       for (String n : Netns.list()) {
         if (n.startsWith(stem)) {
