@@ -1,8 +1,8 @@
 package io.flannelnp.dns;
 
-import com.sun.jna.Library;
 import com.sun.jna.Native;
 import com.sun.jna.Pointer;
+import io.flannelnp.flannel.LibNftables;
 import java.io.IOException;
 
 /**
@@ -14,31 +14,11 @@ import java.io.IOException;
 final class TableReader {
   private TableReader() {}
 
-  /** NFT_CTX_OUTPUT_STATELESS: rules without their counters' values, so the text changes only with the rules. */
-  private static final int OUTPUT_STATELESS = 1 << 2;
   /** What nft says when the table does not exist (ENOENT). */
   static final String NO_SUCH = "No such file or directory";
 
-  interface Nft extends Library {
-    Pointer nft_ctx_new(int flags);
-
-    void nft_ctx_free(Pointer ctx);
-
-    int nft_ctx_buffer_output(Pointer ctx);
-
-    int nft_ctx_buffer_error(Pointer ctx);
-
-    void nft_ctx_output_set_flags(Pointer ctx, int flags);
-
-    int nft_run_cmd_from_buffer(Pointer ctx, String buf);
-
-    String nft_ctx_get_output_buffer(Pointer ctx);
-
-    String nft_ctx_get_error_buffer(Pointer ctx);
-  }
-
   private static final Object LOCK = new Object();
-  private static Nft lib;
+  private static LibNftables lib;
   private static String loadError;
 
   /** Whether libnftables could be loaded; without it the plane reads tables with {@code nsenter nft}. */
@@ -46,7 +26,7 @@ final class TableReader {
     synchronized (LOCK) {
       if (lib == null && loadError == null) {
         try {
-          lib = Native.load("nftables", Nft.class);
+          lib = Native.load("nftables", LibNftables.class);
         } catch (UnsatisfiedLinkError e) {
           loadError = String.valueOf(e.getMessage());
         }
@@ -69,7 +49,7 @@ final class TableReader {
     if (!available()) {
       throw new IOException("libnftables cannot be loaded: " + loadError());
     }
-    Nft n = lib;
+    LibNftables n = lib;
     Pointer ctx = n.nft_ctx_new(0);
     if (ctx == null) {
       throw new IOException("nft_ctx_new failed");
@@ -77,7 +57,7 @@ final class TableReader {
     try {
       n.nft_ctx_buffer_output(ctx);
       n.nft_ctx_buffer_error(ctx);
-      n.nft_ctx_output_set_flags(ctx, OUTPUT_STATELESS);
+      n.nft_ctx_output_set_flags(ctx, LibNftables.OUTPUT_STATELESS);
       int rc = n.nft_run_cmd_from_buffer(ctx, DnsNat.listCommand());
       String out = n.nft_ctx_get_output_buffer(ctx);
       String err = n.nft_ctx_get_error_buffer(ctx);

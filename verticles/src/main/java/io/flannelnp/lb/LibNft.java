@@ -5,6 +5,7 @@ import com.sun.jna.Library;
 import com.sun.jna.Native;
 import com.sun.jna.Pointer;
 import io.flannelnp.flannel.Kernel;
+import io.flannelnp.flannel.LibNftables;
 import java.util.Optional;
 
 /**
@@ -20,28 +21,7 @@ final class LibNft extends NftRunner {
   private static final int O_RDONLY = 0;
   private static final int O_CLOEXEC = 0x80000;
   private static final int CLONE_NEWNET = 0x40000000;
-  /** NFT_CTX_OUTPUT_JSON. */
-  static final int OUTPUT_JSON = 1 << 4;
-
-  interface Nft extends Library {
-    Pointer nft_ctx_new(int flags);
-
-    void nft_ctx_free(Pointer ctx);
-
-    int nft_ctx_buffer_output(Pointer ctx);
-
-    int nft_ctx_buffer_error(Pointer ctx);
-
-    String nft_ctx_get_output_buffer(Pointer ctx);
-
-    String nft_ctx_get_error_buffer(Pointer ctx);
-
-    int nft_ctx_output_get_flags(Pointer ctx);
-
-    void nft_ctx_output_set_flags(Pointer ctx, int flags);
-
-    int nft_run_cmd_from_buffer(Pointer ctx, String buf);
-  }
+  static final int OUTPUT_JSON = LibNftables.OUTPUT_JSON;
 
   interface LibC extends Library {
     int open(String path, int flags) throws LastErrorException;
@@ -52,7 +32,7 @@ final class LibNft extends NftRunner {
   }
 
   private final Optional<String> netns;
-  private Nft nft;
+  private LibNftables nft;
   private Pointer ctx;
 
   LibNft(String name, Optional<String> netns) {
@@ -62,7 +42,7 @@ final class LibNft extends NftRunner {
 
   /** Loads the library, enters the namespace, opens the context. Runner thread only. */
   void open() {
-    Nft lib = Native.load("nftables", Nft.class);
+    LibNftables lib = Native.load("nftables", LibNftables.class);
     if (netns.isPresent()) {
       java.nio.file.Path path = Kernel.netnsPath(netns.get());
       LibC c = Native.load("c", LibC.class);
