@@ -1,20 +1,21 @@
 package io.flannelnp.admin;
 
+import static io.flannelnp.testing.PluginClient.j;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.flannelnp.Daemon;
-import io.flannelnp.config.Config;
 import io.flannelnp.etcd.EtcdSchema;
 import io.flannelnp.etcd.EtcdStore;
-import io.flannelnp.flannel.Kernel;
 import io.flannelnp.log.Logging;
 import io.flannelnp.model.ContainerRecord;
 import io.flannelnp.model.DockerNetwork;
 import io.flannelnp.model.ServiceRecord;
 import io.flannelnp.replay.ReplayCommand;
 import io.flannelnp.testing.EtcdServer;
+import io.flannelnp.testing.Lab;
 import io.flannelnp.testing.Netns;
 import io.flannelnp.testing.PluginClient;
+import io.flannelnp.testing.Poll;
 import io.vertx.core.Vertx;
 import io.vertx.core.json.JsonArray;
 import io.vertx.core.json.JsonObject;
@@ -32,7 +33,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
-import java.util.HashMap;
 import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
@@ -99,19 +99,12 @@ class AdminReplayTest {
     try (ServerSocket s = new ServerSocket(0)) {
       adminPort = s.getLocalPort();
     }
-    Map<String, String> env = new HashMap<>();
-    env.put("ETCD_ENDPOINTS", etcdServer.endpoint());
-    env.put("ETCD_PREFIX", PREFIX);
-    env.put("AVAILABLE_SUBNETS", "10.51.0.0/16");
-    env.put("PLUGIN_SOCKET", dir.resolve("plugin.sock").toString());
-    env.put("DOCKER_SOCKET", dir.resolve("no-docker.sock").toString());
-    env.put("NODE_NAME", "fno1");
-    env.put("DEFAULT_FLANNEL_OPTIONS", "-public-ip=198.19.7.1,-iface=eth0");
+    Map<String, String> env = Lab.daemonEnv(etcdServer, PREFIX, "10.51.0.0/16", dir, "fno1",
+        "-public-ip=198.19.7.1,-iface=eth0");
     env.put("ADMIN_LISTEN", "127.0.0.1:" + adminPort);
     env.put("ADMIN_TOKEN", TOKEN);
-    daemon = new Daemon(Config.fromEnv(env), Kernel.inNetns(NS));
-    daemon.start().await(30, TimeUnit.SECONDS);
-    plugin = new PluginClient(dir.resolve("plugin.sock"));
+    daemon = Lab.startDaemon(env, NS);
+    plugin = new PluginClient(Lab.pluginSocket(dir, "fno1"));
     // the JDK's websocket client, as a browser would: the bridge's raw websocket endpoint
     ws = http.newWebSocketBuilder().buildAsync(
         URI.create("ws://127.0.0.1:" + adminPort + "/console/eventbus/websocket?token=" + TOKEN),
@@ -176,15 +169,8 @@ class AdminReplayTest {
       }
     } finally {
       Netns.run("ip", "netns", "del", NS);
-      if (etcd != null) {
-        etcd.deletePrefix(PREFIX + "/").await(5, TimeUnit.SECONDS);
-        etcd.close();
-      }
-      vertx.close().await(5, TimeUnit.SECONDS);
-      etcdServer.close();
-      try (var s = Files.walk(dir)) {
-        s.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
-      }
+      Lab.closeEtcd(etcdServer, vertx, etcd, PREFIX);
+      Lab.deleteDir(dir);
     }
     assertThat(Netns.list()).as("namespaces left").doesNotContain(NS);
     assertThat(Netns.run("nft", "list", "tables").ok().out()).as("root namespace tables untouched")
@@ -493,27 +479,8 @@ class AdminReplayTest {
     return http.send(b.build(), HttpResponse.BodyHandlers.ofString());
   }
 
-  static JsonObject j(Object... kv) {
-    JsonObject o = new JsonObject();
-    for (int i = 0; i < kv.length; i += 2) {
-      o.put((String) kv[i], kv[i + 1]);
-    }
-    return o;
-  }
-
+  /** Failing, says what the console has received: a plane that is slow or one that never reported. */
   static void await(String what, Duration max, BooleanSupplier ok) {
-    long deadline = System.nanoTime() + max.toNanos();
-    while (!ok.getAsBoolean()) {
-      if (System.nanoTime() > deadline) {
-        throw new AssertionError("timed out after " + max + " waiting for: " + what + " (console: "
-            + batches.size() + " batches, reports " + reports + ")");
-      }
-      try {
-        Thread.sleep(20);
-      } catch (InterruptedException e) {
-        Thread.currentThread().interrupt();
-        throw new AssertionError(e);
-      }
-    }
+    Poll.await(what, max, ok, () -> " (console: " + batches.size() + " batches, reports " + reports + ")");
   }
 }
