@@ -62,6 +62,8 @@ class AdminReplayTest {
   static final String PREFIX = "/fno-admin-" + RUN;
   static final EtcdSchema SCHEMA = new EtcdSchema(PREFIX);
   static final String NS = "fno-" + RUN;
+  /** A container's namespace (its sandbox), for the DNS queries the metrics test makes. */
+  static final String CTR_NS = NS + "-c";
   static final String FID = "fno" + RUN;
   static final String TOKEN = "fno-token-" + RUN + "-0123456789";
   static final String GLOBAL = "FlannelGlobal";
@@ -169,10 +171,11 @@ class AdminReplayTest {
       }
     } finally {
       Netns.run("ip", "netns", "del", NS);
+      Netns.run("ip", "netns", "del", CTR_NS);
       Lab.closeEtcd(etcdServer, vertx, etcd, PREFIX);
       Lab.deleteDir(dir);
     }
-    assertThat(Netns.list()).as("namespaces left").doesNotContain(NS);
+    assertThat(Netns.list()).as("namespaces left").doesNotContain(NS, CTR_NS);
     assertThat(Netns.run("nft", "list", "tables").ok().out()).as("root namespace tables untouched")
         .isEqualTo(rootTablesBefore);
   }
@@ -383,7 +386,70 @@ class AdminReplayTest {
     }
   }
 
+  @Test
+  @Order(5)
+  void theDnsAndIpamMetricsCountTheQueriesAndTheRequestsAUserMakes() throws Exception {
+    String fid = FID + "m";
+    String netId = createNetwork(fid, "fnomnet");
+    String localPool = LOCAL + "/" + fid;
+    // task mweb.1 on this node, in a container namespace of its own: the DNS plane injects its
+    // resolver there (127.0.0.11) from the container record's SandboxKey
+    Netns.run("ip", "netns", "add", CTR_NS).ok();
+    Netns.run("ip", "-n", CTR_NS, "link", "set", "dev", "lo", "up").ok();
+    double allocatedBefore = metric("fnp_ipam_allocations_total{kind=\"address\"}");
+    String cidr = ok("/IpamDriver.RequestAddress", j("PoolID", localPool, "Address", "", "Options", j()))
+        .getString("Address");
+    String ip = cidr.substring(0, cidr.indexOf('/'));
+    String id = ("m1" + RUN + "0".repeat(64)).substring(0, 64);
+    step(SCHEMA.dockerContainer("fno1", id), new ContainerRecord(id, "svcm" + RUN + ".1", "m1", "fno1", "svcm" + RUN,
+        "mweb", "taskm1", "mweb.1", "running", "/var/run/netns/" + CTR_NS,
+        Map.of(netId, new ContainerRecord.Attachment(ip, "em1", List.of(), ""))).toJson());
+    Poll.await("the resolver in " + CTR_NS + " answers mweb.1", Duration.ofSeconds(30),
+        () -> dig("mweb.1").contains(ip), () -> " (dig: " + dig("mweb.1") + ")");
+
+    // DNS: every query the container makes is counted once, by its answer's rcode
+    double answeredBefore = metric("fnp_dns_queries_total{rcode=\"NOERROR\"}");
+    for (int i = 0; i < 5; i++) {
+      assertThat(dig("mweb.1")).as("query " + i).containsExactly(ip);
+    }
+    assertThat(metric("fnp_dns_queries_total{rcode=\"NOERROR\"}") - answeredBefore)
+        .as("fnp_dns_queries_total{rcode=NOERROR} after 5 answered queries").isEqualTo(5.0);
+
+    // IPAM: fill the node block; the one RequestAddress after is refused as exhausted, and counted so
+    double exhaustedBefore = metric("fnp_ipam_exhausted_total{kind=\"address\"}");
+    int allocated = 1;
+    String refusal = null;
+    while (refusal == null && allocated < 256) {
+      JsonObject r = new JsonObject(plugin.post("/IpamDriver.RequestAddress",
+          j("PoolID", localPool, "Address", "", "Options", j()).encode()).body());
+      if (r.containsKey("Error")) {
+        refusal = r.getString("Error");
+      } else {
+        allocated++;
+      }
+    }
+    assertThat(refusal).as("RequestAddress on a full node block").isNotNull().contains("exhausted");
+    assertThat(metric("fnp_ipam_allocations_total{kind=\"address\"}") - allocatedBefore)
+        .as("fnp_ipam_allocations_total{kind=address}: one per address handed out").isEqualTo((double) allocated);
+    assertThat(metric("fnp_ipam_exhausted_total{kind=\"address\"}") - exhaustedBefore)
+        .as("fnp_ipam_exhausted_total{kind=address} after the one refused RequestAddress").isEqualTo(1.0);
+  }
+
   // ---- helpers -------------------------------------------------------------------------
+
+  /** The A records {@code name} resolves to inside the container namespace (dig @127.0.0.11, one try). */
+  static List<String> dig(String name) {
+    Netns.Result r = Netns.run("ip", "netns", "exec", CTR_NS, "dig", "@127.0.0.11", "+tries=1", "+time=2", "+short",
+        "A", name);
+    return r.exit() != 0 ? List.of("dig failed: " + r.out() + r.err())
+        : r.out().lines().map(String::strip).filter(l -> !l.isEmpty()).toList();
+  }
+
+  /** A sample's value on /metrics, by its name and labels as Prometheus prints them; 0 if absent. */
+  static double metric(String sample) throws Exception {
+    return get("/metrics", TOKEN).body().lines().filter(l -> l.startsWith(sample + " ")).findFirst()
+        .map(l -> Double.parseDouble(l.substring(sample.length() + 1).strip())).orElse(0.0);
+  }
 
   static String expect(java.io.BufferedReader from, String what) throws Exception {
     String line = from.readLine();
