@@ -1,5 +1,6 @@
 package io.flannelnp.bench;
 
+import static io.flannelnp.testing.Futures.await;
 import io.flannelnp.config.Config;
 import io.flannelnp.etcd.EtcdSchema;
 import io.flannelnp.etcd.EtcdStore;
@@ -23,7 +24,6 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Optional;
-import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.Predicate;
@@ -347,14 +347,4 @@ public final class IpamBench {
         + " kernel).");
   }
 
-  private static <T> T await(Future<T> f) throws Exception {
-    try {
-      return f.toCompletionStage().toCompletableFuture().get(30, TimeUnit.SECONDS);
-    } catch (ExecutionException e) {
-      if (e.getCause() instanceof Exception ex) {
-        throw ex;
-      }
-      throw e;
-    }
-  }
 }

@@ -1,45 +1,28 @@
 package io.flannelnp.etcd;
 
+import static io.flannelnp.testing.Futures.await;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
+import io.flannelnp.testing.EtcdFixture;
 import io.flannelnp.testing.EtcdServer;
 import io.vertx.core.Future;
-import io.vertx.core.Vertx;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
 import java.util.Optional;
 import java.util.concurrent.CopyOnWriteArrayList;
-import java.util.concurrent.ExecutionException;
-import java.util.concurrent.TimeUnit;
 import java.util.function.BooleanSupplier;
-import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestInfo;
 
 /** EtcdStore and PrefixWatch against a real etcd process. */
-class EtcdStoreTest {
-  static EtcdServer etcd;
-  static Vertx vertx;
+class EtcdStoreTest extends EtcdFixture {
   EtcdStore store;
   String prefix;
-
-  @BeforeAll
-  static void startEtcd() {
-    etcd = EtcdServer.start();
-    vertx = Vertx.vertx();
-  }
-
-  @AfterAll
-  static void stopEtcd() {
-    vertx.close().toCompletionStage().toCompletableFuture().join();
-    etcd.close();
-  }
 
   @BeforeEach
   void open(TestInfo info) {
@@ -59,16 +42,6 @@ class EtcdStoreTest {
     store.close();
   }
 
-  static <T> T await(Future<T> f) throws Exception {
-    try {
-      return f.toCompletionStage().toCompletableFuture().get(20, TimeUnit.SECONDS);
-    } catch (ExecutionException e) {
-      if (e.getCause() instanceof Exception ex) {
-        throw ex;
-      }
-      throw e;
-    }
-  }
 
   static void eventually(Duration max, BooleanSupplier cond, String what) throws InterruptedException {
     long deadline = System.nanoTime() + max.toNanos();

@@ -1,5 +1,6 @@
 package io.flannelnp.ipam;
 
+import static io.flannelnp.testing.Futures.await;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.flannelnp.config.Config;
@@ -13,7 +14,6 @@ import io.flannelnp.ipam.IpamException.Reason;
 import io.flannelnp.ipam.Owner.Kind;
 import io.flannelnp.ipam.Owner.Space;
 import io.flannelnp.testing.EtcdServer;
-import io.vertx.core.Future;
 import io.vertx.core.Vertx;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -27,7 +27,6 @@ import java.util.TreeMap;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.CopyOnWriteArrayList;
-import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
@@ -141,16 +140,6 @@ class IpamConcurrencyTest {
     return ipam;
   }
 
-  static <T> T await(Future<T> f) throws Exception {
-    try {
-      return f.toCompletionStage().toCompletableFuture().get(30, TimeUnit.SECONDS);
-    } catch (ExecutionException e) {
-      if (e.getCause() instanceof Exception ex) {
-        throw ex;
-      }
-      throw e;
-    }
-  }
 
   void count(String what) {
     counters.computeIfAbsent(what, k -> new AtomicLong()).incrementAndGet();

@@ -1,5 +1,6 @@
 package io.flannelnp.ipam;
 
+import static io.flannelnp.testing.Futures.await;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.catchThrowableOfType;
 
@@ -10,21 +11,17 @@ import io.flannelnp.etcd.KeyValue;
 import io.flannelnp.ipam.IpamException.Reason;
 import io.flannelnp.ipam.Owner.Kind;
 import io.flannelnp.ipam.Owner.Space;
-import io.flannelnp.testing.EtcdServer;
+import io.flannelnp.testing.EtcdFixture;
 import io.vertx.core.Future;
-import io.vertx.core.Vertx;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
-import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Predicate;
-import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestInfo;
@@ -32,12 +29,10 @@ import org.junit.jupiter.api.Timeout;
 
 /** {@link Ipam}'s behaviour, one rule per test, against a real etcd process. */
 @Timeout(value = 60, unit = TimeUnit.SECONDS)
-class IpamTest {
+class IpamTest extends EtcdFixture {
   static final String FID = "net-a";
   static final long TTL = 120;
 
-  static EtcdServer etcd;
-  static Vertx vertx;
 
   /** Every store and Ipam a test opens, closed after it (Ipams first: their keep-alives stop). */
   final List<EtcdStore> stores = new ArrayList<>();
@@ -45,18 +40,6 @@ class IpamTest {
   String prefix;
   EtcdSchema schema;
   EtcdStore store;
-
-  @BeforeAll
-  static void startEtcd() {
-    etcd = EtcdServer.start();
-    vertx = Vertx.vertx();
-  }
-
-  @AfterAll
-  static void stopEtcd() {
-    vertx.close().toCompletionStage().toCompletableFuture().join();
-    etcd.close();
-  }
 
   @BeforeEach
   void open(TestInfo info) {
@@ -108,16 +91,6 @@ class IpamTest {
     return daemon(config());
   }
 
-  static <T> T await(Future<T> f) throws Exception {
-    try {
-      return f.toCompletionStage().toCompletableFuture().get(20, TimeUnit.SECONDS);
-    } catch (ExecutionException e) {
-      if (e.getCause() instanceof Exception ex) {
-        throw ex;
-      }
-      throw e;
-    }
-  }
 
   static IpamException refusal(Future<?> f) {
     IpamException e = catchThrowableOfType(IpamException.class, () -> await(f));

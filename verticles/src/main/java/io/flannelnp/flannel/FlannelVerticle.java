@@ -775,23 +775,10 @@ public final class FlannelVerticle extends ReconcilerVerticle {
       }
       return l.mtu();
     }
-    JsonArray routes = parse(kernel.ipJson("route", "show", "default"), "ip route show default");
-    List<JsonObject> defaults = new ArrayList<>();
-    for (Object o : routes) {
-      if (o instanceof JsonObject r) {
-        defaults.add(r);
-      }
-    }
-    defaults.sort(Comparator.comparingLong(r -> r.getLong("metric", 0L)));
-    for (JsonObject r : defaults) {
-      String dev = r.getString("dev");
-      if (dev == null && r.getJsonArray("nexthops") != null && !r.getJsonArray("nexthops").isEmpty()) {
-        dev = r.getJsonArray("nexthops").getJsonObject(0).getString("dev");
-      }
-      Link l = dev == null ? null : links.get(dev);
-      if (l != null) {
-        return l.mtu();
-      }
+    Optional<String> dev = defaultRouteDevice(
+        parse(kernel.ipJson("route", "show", "default"), "ip route show default"), links);
+    if (dev.isPresent()) {
+      return links.get(dev.get()).mtu();
     }
     // no default route (a lab host): the interface that holds the public IP, as for the VXLAN device
     String ip = publicIp != null ? publicIp : config.flannelOptions().publicIp().orElse(null);

@@ -1,20 +1,21 @@
 package io.flannelnp.admin;
 
+import static io.flannelnp.testing.PluginClient.j;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.flannelnp.Daemon;
-import io.flannelnp.config.Config;
 import io.flannelnp.etcd.EtcdSchema;
 import io.flannelnp.etcd.EtcdStore;
-import io.flannelnp.flannel.Kernel;
 import io.flannelnp.log.Logging;
 import io.flannelnp.model.ContainerRecord;
 import io.flannelnp.model.DockerNetwork;
 import io.flannelnp.model.ServiceRecord;
 import io.flannelnp.replay.ReplayCommand;
 import io.flannelnp.testing.EtcdServer;
+import io.flannelnp.testing.Lab;
 import io.flannelnp.testing.Netns;
 import io.flannelnp.testing.PluginClient;
+import io.flannelnp.testing.Poll;
 import io.vertx.core.Vertx;
 import io.vertx.core.json.JsonArray;
 import io.vertx.core.json.JsonObject;
@@ -32,7 +33,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
-import java.util.HashMap;
 import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
@@ -62,6 +62,8 @@ class AdminReplayTest {
   static final String PREFIX = "/fno-admin-" + RUN;
   static final EtcdSchema SCHEMA = new EtcdSchema(PREFIX);
   static final String NS = "fno-" + RUN;
+  /** A container's namespace (its sandbox), for the DNS queries the metrics test makes. */
+  static final String CTR_NS = NS + "-c";
   static final String FID = "fno" + RUN;
   static final String TOKEN = "fno-token-" + RUN + "-0123456789";
   static final String GLOBAL = "FlannelGlobal";
@@ -99,19 +101,12 @@ class AdminReplayTest {
     try (ServerSocket s = new ServerSocket(0)) {
       adminPort = s.getLocalPort();
     }
-    Map<String, String> env = new HashMap<>();
-    env.put("ETCD_ENDPOINTS", etcdServer.endpoint());
-    env.put("ETCD_PREFIX", PREFIX);
-    env.put("AVAILABLE_SUBNETS", "10.51.0.0/16");
-    env.put("PLUGIN_SOCKET", dir.resolve("plugin.sock").toString());
-    env.put("DOCKER_SOCKET", dir.resolve("no-docker.sock").toString());
-    env.put("NODE_NAME", "fno1");
-    env.put("DEFAULT_FLANNEL_OPTIONS", "-public-ip=198.19.7.1,-iface=eth0");
+    Map<String, String> env = Lab.daemonEnv(etcdServer, PREFIX, "10.51.0.0/16", dir, "fno1",
+        "-public-ip=198.19.7.1,-iface=eth0");
     env.put("ADMIN_LISTEN", "127.0.0.1:" + adminPort);
     env.put("ADMIN_TOKEN", TOKEN);
-    daemon = new Daemon(Config.fromEnv(env), Kernel.inNetns(NS));
-    daemon.start().await(30, TimeUnit.SECONDS);
-    plugin = new PluginClient(dir.resolve("plugin.sock"));
+    daemon = Lab.startDaemon(env, NS);
+    plugin = new PluginClient(Lab.pluginSocket(dir, "fno1"));
     // the JDK's websocket client, as a browser would: the bridge's raw websocket endpoint
     ws = http.newWebSocketBuilder().buildAsync(
         URI.create("ws://127.0.0.1:" + adminPort + "/console/eventbus/websocket?token=" + TOKEN),
@@ -176,17 +171,11 @@ class AdminReplayTest {
       }
     } finally {
       Netns.run("ip", "netns", "del", NS);
-      if (etcd != null) {
-        etcd.deletePrefix(PREFIX + "/").await(5, TimeUnit.SECONDS);
-        etcd.close();
-      }
-      vertx.close().await(5, TimeUnit.SECONDS);
-      etcdServer.close();
-      try (var s = Files.walk(dir)) {
-        s.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
-      }
+      Netns.run("ip", "netns", "del", CTR_NS);
+      Lab.closeEtcd(etcdServer, vertx, etcd, PREFIX);
+      Lab.deleteDir(dir);
     }
-    assertThat(Netns.list()).as("namespaces left").doesNotContain(NS);
+    assertThat(Netns.list()).as("namespaces left").doesNotContain(NS, CTR_NS);
     assertThat(Netns.run("nft", "list", "tables").ok().out()).as("root namespace tables untouched")
         .isEqualTo(rootTablesBefore);
   }
@@ -397,7 +386,70 @@ class AdminReplayTest {
     }
   }
 
+  @Test
+  @Order(5)
+  void theDnsAndIpamMetricsCountTheQueriesAndTheRequestsAUserMakes() throws Exception {
+    String fid = FID + "m";
+    String netId = createNetwork(fid, "fnomnet");
+    String localPool = LOCAL + "/" + fid;
+    // task mweb.1 on this node, in a container namespace of its own: the DNS plane injects its
+    // resolver there (127.0.0.11) from the container record's SandboxKey
+    Netns.run("ip", "netns", "add", CTR_NS).ok();
+    Netns.run("ip", "-n", CTR_NS, "link", "set", "dev", "lo", "up").ok();
+    double allocatedBefore = metric("fnp_ipam_allocations_total{kind=\"address\"}");
+    String cidr = ok("/IpamDriver.RequestAddress", j("PoolID", localPool, "Address", "", "Options", j()))
+        .getString("Address");
+    String ip = cidr.substring(0, cidr.indexOf('/'));
+    String id = ("m1" + RUN + "0".repeat(64)).substring(0, 64);
+    step(SCHEMA.dockerContainer("fno1", id), new ContainerRecord(id, "svcm" + RUN + ".1", "m1", "fno1", "svcm" + RUN,
+        "mweb", "taskm1", "mweb.1", "running", "/var/run/netns/" + CTR_NS,
+        Map.of(netId, new ContainerRecord.Attachment(ip, "em1", List.of(), ""))).toJson());
+    Poll.await("the resolver in " + CTR_NS + " answers mweb.1", Duration.ofSeconds(30),
+        () -> dig("mweb.1").contains(ip), () -> " (dig: " + dig("mweb.1") + ")");
+
+    // DNS: every query the container makes is counted once, by its answer's rcode
+    double answeredBefore = metric("fnp_dns_queries_total{rcode=\"NOERROR\"}");
+    for (int i = 0; i < 5; i++) {
+      assertThat(dig("mweb.1")).as("query " + i).containsExactly(ip);
+    }
+    assertThat(metric("fnp_dns_queries_total{rcode=\"NOERROR\"}") - answeredBefore)
+        .as("fnp_dns_queries_total{rcode=NOERROR} after 5 answered queries").isEqualTo(5.0);
+
+    // IPAM: fill the node block; the one RequestAddress after is refused as exhausted, and counted so
+    double exhaustedBefore = metric("fnp_ipam_exhausted_total{kind=\"address\"}");
+    int allocated = 1;
+    String refusal = null;
+    while (refusal == null && allocated < 256) {
+      JsonObject r = new JsonObject(plugin.post("/IpamDriver.RequestAddress",
+          j("PoolID", localPool, "Address", "", "Options", j()).encode()).body());
+      if (r.containsKey("Error")) {
+        refusal = r.getString("Error");
+      } else {
+        allocated++;
+      }
+    }
+    assertThat(refusal).as("RequestAddress on a full node block").isNotNull().contains("exhausted");
+    assertThat(metric("fnp_ipam_allocations_total{kind=\"address\"}") - allocatedBefore)
+        .as("fnp_ipam_allocations_total{kind=address}: one per address handed out").isEqualTo((double) allocated);
+    assertThat(metric("fnp_ipam_exhausted_total{kind=\"address\"}") - exhaustedBefore)
+        .as("fnp_ipam_exhausted_total{kind=address} after the one refused RequestAddress").isEqualTo(1.0);
+  }
+
   // ---- helpers -------------------------------------------------------------------------
+
+  /** The A records {@code name} resolves to inside the container namespace (dig @127.0.0.11, one try). */
+  static List<String> dig(String name) {
+    Netns.Result r = Netns.run("ip", "netns", "exec", CTR_NS, "dig", "@127.0.0.11", "+tries=1", "+time=2", "+short",
+        "A", name);
+    return r.exit() != 0 ? List.of("dig failed: " + r.out() + r.err())
+        : r.out().lines().map(String::strip).filter(l -> !l.isEmpty()).toList();
+  }
+
+  /** A sample's value on /metrics, by its name and labels as Prometheus prints them; 0 if absent. */
+  static double metric(String sample) throws Exception {
+    return get("/metrics", TOKEN).body().lines().filter(l -> l.startsWith(sample + " ")).findFirst()
+        .map(l -> Double.parseDouble(l.substring(sample.length() + 1).strip())).orElse(0.0);
+  }
 
   static String expect(java.io.BufferedReader from, String what) throws Exception {
     String line = from.readLine();
@@ -493,27 +545,8 @@ class AdminReplayTest {
     return http.send(b.build(), HttpResponse.BodyHandlers.ofString());
   }
 
-  static JsonObject j(Object... kv) {
-    JsonObject o = new JsonObject();
-    for (int i = 0; i < kv.length; i += 2) {
-      o.put((String) kv[i], kv[i + 1]);
-    }
-    return o;
-  }
-
+  /** Failing, says what the console has received: a plane that is slow or one that never reported. */
   static void await(String what, Duration max, BooleanSupplier ok) {
-    long deadline = System.nanoTime() + max.toNanos();
-    while (!ok.getAsBoolean()) {
-      if (System.nanoTime() > deadline) {
-        throw new AssertionError("timed out after " + max + " waiting for: " + what + " (console: "
-            + batches.size() + " batches, reports " + reports + ")");
-      }
-      try {
-        Thread.sleep(20);
-      } catch (InterruptedException e) {
-        Thread.currentThread().interrupt();
-        throw new AssertionError(e);
-      }
-    }
+    Poll.await(what, max, ok, () -> " (console: " + batches.size() + " batches, reports " + reports + ")");
   }
 }

@@ -3,12 +3,10 @@ package io.flannelnp.api;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.flannelnp.Daemon;
-import io.flannelnp.config.Config;
 import io.flannelnp.etcd.EtcdStore;
-import io.flannelnp.etcd.KeyValue;
-import io.flannelnp.flannel.Kernel;
 import io.flannelnp.log.Logging;
 import io.flannelnp.testing.EtcdServer;
+import io.flannelnp.testing.Lab;
 import io.flannelnp.testing.PluginClient;
 import io.flannelnp.testing.PluginClient.Response;
 import io.vertx.core.Vertx;
@@ -18,7 +16,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
-import java.util.Map;
 import java.util.Optional;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
@@ -52,12 +49,8 @@ class PluginBadInputTest {
     etcd = new EtcdStore(vertx, etcdServer.endpoints(), Optional.empty(), Duration.ofSeconds(5));
     dir = Files.createTempDirectory("fnp-bad");
     new ProcessBuilder("ip", "netns", "add", ns).start().waitFor();
-    daemon = new Daemon(Config.fromEnv(Map.of("ETCD_ENDPOINTS", etcdServer.endpoint(), "ETCD_PREFIX", PREFIX,
-        "AVAILABLE_SUBNETS", "10.70.0.0/16", "PLUGIN_SOCKET", dir.resolve("p.sock").toString(),
-        "DOCKER_SOCKET", dir.resolve("none.sock").toString(), "NODE_NAME", "bad1",
-        "DEFAULT_FLANNEL_OPTIONS", "-public-ip=198.18.0.21")), Kernel.inNetns(ns));
-    daemon.start().await(20, TimeUnit.SECONDS);
-    client = new PluginClient(dir.resolve("p.sock"));
+    daemon = Lab.startDaemon(Lab.daemonEnv(etcdServer, PREFIX, "10.70.0.0/16", dir, "bad1", "-public-ip=198.18.0.21"), ns);
+    client = new PluginClient(Lab.pluginSocket(dir, "bad1"));
     ok("/IpamDriver.RequestPool", "{\"AddressSpace\":\"FlannelGlobal\",\"Options\":{\"flannel-id\":\"" + FID + "\"}}");
     ok("/IpamDriver.RequestAddress", "{\"PoolID\":\"FlannelGlobal/" + FID + "\",\"Address\":\"\",\"Options\":{}}");
     ok("/IpamDriver.RequestPool", "{\"AddressSpace\":\"FlannelLocal\",\"Pool\":\"10.70.0.0/20\",\"Options\":{\"flannel-id\":\"" + FID + "\"}}");
@@ -67,15 +60,8 @@ class PluginBadInputTest {
   static void down() throws Exception {
     daemon.stop(8, TimeUnit.SECONDS);
     new ProcessBuilder("ip", "netns", "del", ns).start().waitFor();
-    if (etcdServer.isRunning()) {
-      etcd.deletePrefix(PREFIX + "/").await(5, TimeUnit.SECONDS);
-    }
-    etcd.close();
-    vertx.close().await(5, TimeUnit.SECONDS);
-    etcdServer.close();
-    try (var s = Files.walk(dir)) {
-      s.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
-    }
+    Lab.closeEtcd(etcdServer, vertx, etcd, PREFIX);
+    Lab.deleteDir(dir);
   }
 
   static JsonObject ok(String path, String body) throws Exception {

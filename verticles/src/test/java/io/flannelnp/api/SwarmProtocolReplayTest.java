@@ -1,16 +1,16 @@
 package io.flannelnp.api;
 
+import static io.flannelnp.testing.PluginClient.j;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.flannelnp.Daemon;
-import io.flannelnp.config.Config;
 import io.flannelnp.etcd.EtcdSchema;
 import io.flannelnp.etcd.EtcdStore;
 import io.flannelnp.etcd.KeyValue;
-import io.flannelnp.flannel.Kernel;
 import io.flannelnp.ipam.Cidr;
 import io.flannelnp.log.Logging;
 import io.flannelnp.testing.EtcdServer;
+import io.flannelnp.testing.Lab;
 import io.flannelnp.testing.PluginClient;
 import io.flannelnp.testing.PluginClient.Response;
 import io.vertx.core.Vertx;
@@ -63,7 +63,6 @@ class SwarmProtocolReplayTest {
     final String name;
     final String ns;
     final String publicIp;
-    final Path socket;
     final PluginClient client;
     Daemon daemon;
 
@@ -71,24 +70,15 @@ class SwarmProtocolReplayTest {
       this.name = name;
       this.ns = "fnpr-" + RUN + "-" + i;
       this.publicIp = "198.18.0." + (10 + i);
-      this.socket = dir.resolve(name + ".sock");
-      this.client = new PluginClient(socket);
+      this.client = new PluginClient(Lab.pluginSocket(dir, name));
       run("ip", "netns", "add", ns);
       namespaces.add(ns);
       run("ip", "-n", ns, "link", "set", "lo", "up");
     }
 
     void start() throws Exception {
-      Map<String, String> env = new HashMap<>();
-      env.put("ETCD_ENDPOINTS", etcdServer.endpoint());
-      env.put("ETCD_PREFIX", PREFIX);
-      env.put("AVAILABLE_SUBNETS", "10.50.0.0/16");
-      env.put("PLUGIN_SOCKET", socket.toString());
-      env.put("DOCKER_SOCKET", dir.resolve("no-docker.sock").toString());
-      env.put("NODE_NAME", name);
-      env.put("DEFAULT_FLANNEL_OPTIONS", "-public-ip=" + publicIp);
-      daemon = new Daemon(Config.fromEnv(env), Kernel.inNetns(ns));
-      daemon.start().await(20, TimeUnit.SECONDS);
+      // no -iface: the namespace has no uplink, the VXLAN device is bound to none
+      daemon = Lab.startDaemon(Lab.daemonEnv(etcdServer, PREFIX, "10.50.0.0/16", dir, name, "-public-ip=" + publicIp), ns);
     }
 
     void stop() {
@@ -99,11 +89,7 @@ class SwarmProtocolReplayTest {
     }
 
     JsonObject ok(String path, JsonObject body) throws IOException {
-      Response r = client.post(path, body.encode());
-      assertThat(r.status()).as(name + " " + path + " → " + r.body()).isEqualTo(200);
-      JsonObject j = new JsonObject(r.body());
-      assertThat(j.containsKey("Err") || j.containsKey("Error")).as(name + " " + path + " → " + r.body()).isFalse();
-      return j;
+      return client.ok(path, body);
     }
 
     String error(String path, JsonObject body) throws IOException {
@@ -141,13 +127,9 @@ class SwarmProtocolReplayTest {
     for (String ns : namespaces) {
       exec("ip", "netns", "del", ns);
     }
-    etcd.deletePrefix(PREFIX + "/").await(5, TimeUnit.SECONDS);
-    etcd.close();
-    testVertx.close().await(5, TimeUnit.SECONDS);
-    etcdServer.close();
-    try (var s = Files.walk(dir)) {
-      s.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
-    }
+    List<KeyValue> left = Lab.closeEtcd(etcdServer, testVertx, etcd, PREFIX);
+    Lab.deleteDir(dir);
+    assertThat(left).as("etcd keys left").isEmpty();
     assertThat(new String(new ProcessBuilder("ip", "netns", "list").start().getInputStream().readAllBytes()))
         .doesNotContain("fnpr-" + RUN);
   }
@@ -183,14 +165,6 @@ class SwarmProtocolReplayTest {
   static List<String> allocated() throws Exception {
     return etcd.list(schema.allocations(FID)).await(5, TimeUnit.SECONDS).kvs().stream()
         .map(kv -> kv.key().substring(schema.allocations(FID).length())).sorted().toList();
-  }
-
-  static JsonObject j(Object... kv) {
-    JsonObject o = new JsonObject();
-    for (int i = 0; i < kv.length; i += 2) {
-      o.put((String) kv[i], kv[i + 1]);
-    }
-    return o;
   }
 
   static String mac(int i) {

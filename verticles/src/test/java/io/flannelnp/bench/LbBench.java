@@ -132,11 +132,12 @@ public final class LbBench {
         double[] libMs = updates(lib, state, vips, updates, 250);
         double[] toolMs = updates(tool, state, vips, Math.min(updates, 100), 251);
         double[] stopMs = updates(lib, state, vips, updates, 252, true);
-        double[] passMs = passes(lib, big, Math.min(updates, 100));
+        Cluster cluster = Cluster.of(big);
+        double[] passMs = passes(lib, cluster, Math.min(updates, 100));
         // one update at a time: the previous update's side work (a conntrack -D process per task
         // that left, on its own thread) has finished; then the same back to back, 2 ms apart
-        double[][] plane = planeUpdates(ours, big, Math.min(updates, 200), 30);
-        double[][] burst = planeUpdates(ours, big, Math.min(updates, 200), 2);
+        double[][] plane = planeUpdates(ours, cluster, Math.min(updates, 200), 30);
+        double[][] burst = planeUpdates(ours, cluster, Math.min(updates, 200), 2);
         double[] planeMs = plane[0];
         System.out.printf(Locale.ROOT, "%-52s %9s %9s %9s%n", "", "p50 [ms]", "p99 [ms]", "max [ms]");
         line("kernel transaction, libnftables (daemon)", libMs);
@@ -313,27 +314,44 @@ public final class LbBench {
   }
 
   /**
+   * The etcd state both the snapshot passes and the plane start from, built once: one network,
+   * {@code services} VIP services with {@link #BACKENDS} running tasks each, every key at its own
+   * revision.
+   */
+  record Cluster(int services, Map<String, KeyValue> kvs, long nextRevision) {
+    static final EtcdSchema SCHEMA = new EtcdSchema("/bench");
+
+    static Cluster of(int n) {
+      EtcdSchema schema = SCHEMA;
+      String net = "benchnet0000000000000000a";
+      Map<String, KeyValue> kvs = new HashMap<>();
+      long rev = 1;
+      kvs.put(schema.dockerNetwork(net), kv(schema.dockerNetwork(net),
+          new DockerNetwork(net, "bench", "flannel-np", "benchfid", "10.100.0.0/16").toJson(), rev++));
+      for (int i = 0; i < n; i++) {
+        String sid = String.format("svc%022d", i);
+        String k = schema.dockerService(sid);
+        kvs.put(k, kv(k, new ServiceRecord(sid, "s" + i, ServiceRecord.EndpointMode.VIP, Map.of(net, vip(i) + "/16"),
+            Map.of()).toJson(), rev++));
+        for (int j = 0; j < BACKENDS; j++) {
+          String cid = String.format("c%07d%d", i, j) + "0".repeat(56);
+          String ck = schema.dockerContainer("n" + (j % 3), cid);
+          kvs.put(ck, kv(ck, container(cid, sid, task(i, j), "running").toJson(), rev++));
+        }
+      }
+      return new Cluster(n, Map.copyOf(kvs), rev);
+    }
+  }
+
+  /**
    * The whole pass as the verticle makes it, on a snapshot of n services (one network) with 4
    * tasks each: parse (cached) + desired + diff + apply, after one task record changed.
    */
-  static double[] passes(NftRunner r, int n, int count) {
-    EtcdSchema schema = new EtcdSchema("/bench");
-    String net = "benchnet0000000000000000a";
-    Map<String, KeyValue> kvs = new HashMap<>();
-    long rev = 1;
-    kvs.put(schema.dockerNetwork(net), kv(schema.dockerNetwork(net),
-        new DockerNetwork(net, "bench", "flannel-np", "benchfid", "10.100.0.0/16").toJson(), rev++));
-    for (int i = 0; i < n; i++) {
-      String sid = String.format("svc%022d", i);
-      String k = schema.dockerService(sid);
-      kvs.put(k, kv(k, new ServiceRecord(sid, "s" + i, ServiceRecord.EndpointMode.VIP, Map.of(net, vip(i) + "/16"),
-          Map.of()).toJson(), rev++));
-      for (int j = 0; j < BACKENDS; j++) {
-        String cid = String.format("c%07d%d", i, j) + "0".repeat(56);
-        String ck = schema.dockerContainer("n" + (j % 3), cid);
-        kvs.put(ck, kv(ck, container(cid, sid, task(i, j), "running").toJson(), rev++));
-      }
-    }
+  static double[] passes(NftRunner r, Cluster cluster, int count) {
+    EtcdSchema schema = Cluster.SCHEMA;
+    int n = cluster.services();
+    Map<String, KeyValue> kvs = new HashMap<>(cluster.kvs()); // this run's updates change its copy only
+    long rev = cluster.nextRevision();
     LbDesired desired = new LbDesired(schema);
     Map<String, List<String>> actual = new HashMap<>(desired.compute(kvs.values()).vips());
     run(r, LbRules.full(actual));
@@ -395,24 +413,11 @@ public final class LbBench {
    * change published as KeyChanges, as EtcdWatchVerticle does, timed until the verticle publishes
    * the applied transaction of that revision.
    */
-  static double[][] planeUpdates(String ns, int n, int count, int gapMs) throws Exception {
-    EtcdSchema schema = new EtcdSchema("/bench");
-    String net = "benchnet0000000000000000a";
-    Map<String, KeyValue> kvs = new HashMap<>();
-    long rev = 1;
-    kvs.put(schema.dockerNetwork(net), kv(schema.dockerNetwork(net),
-        new DockerNetwork(net, "bench", "flannel-np", "benchfid", "10.100.0.0/16").toJson(), rev++));
-    for (int i = 0; i < n; i++) {
-      String sid = String.format("svc%022d", i);
-      String k = schema.dockerService(sid);
-      kvs.put(k, kv(k, new ServiceRecord(sid, "s" + i, ServiceRecord.EndpointMode.VIP, Map.of(net, vip(i) + "/16"),
-          Map.of()).toJson(), rev++));
-      for (int j = 0; j < BACKENDS; j++) {
-        String cid = String.format("c%07d%d", i, j) + "0".repeat(56);
-        String ck = schema.dockerContainer("n" + (j % 3), cid);
-        kvs.put(ck, kv(ck, container(cid, sid, task(i, j), "running").toJson(), rev++));
-      }
-    }
+  static double[][] planeUpdates(String ns, Cluster cluster, int count, int gapMs) throws Exception {
+    EtcdSchema schema = Cluster.SCHEMA;
+    int n = cluster.services();
+    Map<String, KeyValue> kvs = new HashMap<>(cluster.kvs()); // this run's updates change its copy only
+    long rev = cluster.nextRevision();
     io.vertx.core.Vertx vertx = io.vertx.core.Vertx.vertx();
     try {
       io.flannelnp.bus.Codecs.registerAll(vertx.eventBus());

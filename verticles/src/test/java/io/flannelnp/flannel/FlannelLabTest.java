@@ -1,9 +1,9 @@
 package io.flannelnp.flannel;
 
+import static io.flannelnp.testing.PluginClient.j;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.flannelnp.Daemon;
-import io.flannelnp.config.Config;
 import io.flannelnp.etcd.EtcdSchema;
 import io.flannelnp.etcd.EtcdStore;
 import io.flannelnp.etcd.KeyValue;
@@ -15,7 +15,7 @@ import io.flannelnp.testing.EtcdServer;
 import io.flannelnp.testing.InNetns;
 import io.flannelnp.testing.Lab;
 import io.flannelnp.testing.Netns;
-import io.flannelnp.testing.PluginClient;
+import io.flannelnp.testing.Poll;
 import io.vertx.core.Vertx;
 import io.vertx.core.json.JsonArray;
 import io.vertx.core.json.JsonObject;
@@ -33,7 +33,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
-import java.util.Comparator;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -90,47 +89,20 @@ class FlannelLabTest {
   static Set<String> rootLinksBefore;
   static int containerSeq;
 
-  /** One lab host: its namespace, plugin socket, admin port and in-process daemon. */
-  static final class Host {
-    final int i;
-    final String name;
-    final String ns;
-    final String ip;
-    final PluginClient client;
-    final Map<String, String> env = new HashMap<>();
+  /** One lab host with its in-process daemon ({@link Lab.DaemonHost}), an admin port and a lease TTL. */
+  static final class Host extends Lab.DaemonHost {
     final int adminPort = EtcdServer.freePort();
-    Daemon daemon;
 
     Host(int i, long leaseTtl) {
-      this.i = i;
-      this.name = "h" + i;
-      this.ns = lab.addHost(i);
-      this.ip = Lab.hostIp(i);
-      Path socket = dir.resolve(name + ".sock");
-      this.client = new PluginClient(socket);
-      env.put("ETCD_ENDPOINTS", etcdServer.endpoint());
-      env.put("ETCD_PREFIX", PREFIX);
-      env.put("AVAILABLE_SUBNETS", "10.50.0.0/16");
-      env.put("PLUGIN_SOCKET", socket.toString());
-      env.put("DOCKER_SOCKET", dir.resolve("no-docker.sock").toString());
-      env.put("NODE_NAME", name);
+      super(lab, i, etcdServer, PREFIX, dir);
       env.put("ADMIN_LISTEN", "127.0.0.1:" + adminPort);
-      // -public-ip: the lease's PublicIP; -iface: the VXLAN device's uplink in the host namespace
-      env.put("DEFAULT_FLANNEL_OPTIONS", "-public-ip=" + ip + ",-iface=eth0");
       env.put("SUBNET_LEASE_TTL", Long.toString(leaseTtl));
     }
 
-    void start() throws Exception {
-      daemon = new Daemon(Config.fromEnv(env), Kernel.inNetns(ns));
-      daemon.start().await(20, TimeUnit.SECONDS);
+    @Override
+    public void start() throws Exception {
+      super.start();
       await("daemon " + name + " reconciled once", CONVERGE, () -> flannelHealth().containsKey("lastSuccessRevision"));
-    }
-
-    void stop() {
-      if (daemon != null) {
-        daemon.stop(8, TimeUnit.SECONDS);
-        daemon = null;
-      }
     }
 
     /**
@@ -153,14 +125,6 @@ class FlannelLabTest {
       } catch (Exception e) {
         return new JsonObject();
       }
-    }
-
-    JsonObject ok(String path, JsonObject body) throws IOException {
-      PluginClient.Response r = client.post(path, body.encode());
-      assertThat(r.status()).as(name + " " + path + " → " + r.body()).isEqualTo(200);
-      JsonObject j = new JsonObject(r.body());
-      assertThat(j.containsKey("Err") || j.containsKey("Error")).as(name + " " + path + " → " + r.body()).isFalse();
-      return j;
     }
   }
 
@@ -219,22 +183,9 @@ class FlannelLabTest {
     if (lab != null) {
       lab.close();
     }
-    List<KeyValue> left = List.of();
-    if (etcd != null) {
-      etcd.deletePrefix(PREFIX + "/").await(5, TimeUnit.SECONDS);
-      left = etcd.list(PREFIX + "/").await(5, TimeUnit.SECONDS).kvs();
-      etcd.close();
-    }
-    if (testVertx != null) {
-      testVertx.close().await(5, TimeUnit.SECONDS);
-    }
-    if (etcdServer != null) {
-      etcdServer.close();
-    }
+    List<KeyValue> left = Lab.closeEtcd(etcdServer, testVertx, etcd, PREFIX);
     if (dir != null) {
-      try (var s = Files.walk(dir)) {
-        s.sorted(Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
-      }
+      Lab.deleteDir(dir);
     }
     assertThat(problems).isEmpty();
     assertThat(left).as("etcd keys left").isEmpty();
@@ -1141,27 +1092,14 @@ class FlannelLabTest {
     return etcd.get(key).await(5, TimeUnit.SECONDS).map(KeyValue::value).orElse(null);
   }
 
-  static void await(String what, Duration max, BooleanSupplier cond) throws InterruptedException {
-    long deadline = System.nanoTime() + max.toNanos();
-    while (!cond.getAsBoolean()) {
-      if (System.nanoTime() > deadline) {
-        throw new AssertionError("timed out after " + max.toSeconds() + " s waiting for: " + what);
-      }
-      Thread.sleep(100);
-    }
+  /** Checked every 100 ms: most conditions here read kernel state, a process each. */
+  static void await(String what, Duration max, BooleanSupplier cond) {
+    Poll.await(what, max, Duration.ofMillis(100), cond);
   }
 
   static Object field(Object o, String name) throws Exception {
     java.lang.reflect.Field f = o.getClass().getDeclaredField(name);
     f.setAccessible(true);
     return f.get(o);
-  }
-
-  static JsonObject j(Object... kv) {
-    JsonObject o = new JsonObject();
-    for (int i = 0; i < kv.length; i += 2) {
-      o.put((String) kv[i], kv[i + 1]);
-    }
-    return o;
   }
 }

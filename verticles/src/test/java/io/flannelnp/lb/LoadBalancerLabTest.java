@@ -1,15 +1,17 @@
 package io.flannelnp.lb;
 
+import static io.flannelnp.testing.PluginClient.j;
+import static io.flannelnp.testing.Poll.await;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.flannelnp.Daemon;
 import io.flannelnp.bus.Addresses;
 import io.flannelnp.bus.Codecs;
 import io.flannelnp.bus.Observed.KernelBatch;
-import io.flannelnp.config.Config;
 import io.flannelnp.etcd.EtcdSchema;
 import io.flannelnp.etcd.EtcdStore;
 import io.flannelnp.etcd.EtcdWatchVerticle;
+import io.flannelnp.etcd.KeyValue;
 import io.flannelnp.flannel.Kernel;
 import io.flannelnp.flannel.Names;
 import io.flannelnp.log.Logging;
@@ -19,23 +21,19 @@ import io.flannelnp.model.ServiceRecord;
 import io.flannelnp.testing.EtcdServer;
 import io.flannelnp.testing.Lab;
 import io.flannelnp.testing.Netns;
-import io.flannelnp.testing.PluginClient;
 import io.vertx.core.Vertx;
 import io.vertx.core.json.JsonArray;
 import io.vertx.core.json.JsonObject;
-import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
-import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
-import java.util.function.BooleanSupplier;
 import java.util.function.Predicate;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -92,38 +90,15 @@ class LoadBalancerLabTest {
   /** A container on a host: namespace, address, endpoint, etcd record ID. */
   record Ctr(String name, String ns, Host host, String ip, String endpointId, String id) {}
 
-  static final class Host {
-    final int i;
-    final String name;
-    final String ns;
-    final String ip;
-    final PluginClient client;
-    final Map<String, String> env = new HashMap<>();
+  /** A lab host with its in-process daemon ({@link Lab.DaemonHost}) and, if needed, a load balancer beside it. */
+  static final class Host extends Lab.DaemonHost {
     final List<Seen> batches = new CopyOnWriteArrayList<>();
-    Daemon daemon;
     Vertx vertx;
     EtcdStore store;
     String gateway;
 
     Host(int i) {
-      this.i = i;
-      this.name = "h" + i;
-      this.ns = lab.addHost(i);
-      this.ip = Lab.hostIp(i);
-      Path socket = dir.resolve(name + ".sock");
-      this.client = new PluginClient(socket);
-      env.put("ETCD_ENDPOINTS", etcdServer.endpoint());
-      env.put("ETCD_PREFIX", PREFIX);
-      env.put("AVAILABLE_SUBNETS", "10.50.0.0/16");
-      env.put("PLUGIN_SOCKET", socket.toString());
-      env.put("DOCKER_SOCKET", dir.resolve("no-docker.sock").toString());
-      env.put("NODE_NAME", name);
-      env.put("DEFAULT_FLANNEL_OPTIONS", "-public-ip=" + ip + ",-iface=eth0");
-    }
-
-    void start() throws Exception {
-      daemon = new Daemon(Config.fromEnv(env), Kernel.inNetns(ns));
-      daemon.start().await(20, TimeUnit.SECONDS);
+      super(lab, i, etcdServer, PREFIX, dir);
     }
 
     /** The load balancer beside the daemon, unless the daemon already programs it. */
@@ -139,24 +114,14 @@ class LoadBalancerLabTest {
       vertx.deployVerticle(new LoadBalancerVerticle(SCHEMA, Kernel.inNetns(ns))).await(10, TimeUnit.SECONDS);
     }
 
-    void stop() throws Exception {
+    @Override
+    public void stop() throws Exception {
       if (vertx != null) {
         store.close();
         vertx.close().await(10, TimeUnit.SECONDS);
         vertx = null;
       }
-      if (daemon != null) {
-        daemon.stop(8, TimeUnit.SECONDS);
-        daemon = null;
-      }
-    }
-
-    JsonObject ok(String path, JsonObject body) throws IOException {
-      PluginClient.Response r = client.post(path, body.encode());
-      assertThat(r.status()).as(name + " " + path + " → " + r.body()).isEqualTo(200);
-      JsonObject j = new JsonObject(r.body());
-      assertThat(j.containsKey("Err") || j.containsKey("Error")).as(name + " " + path + " → " + r.body()).isFalse();
-      return j;
+      super.stop();
     }
   }
 
@@ -247,6 +212,7 @@ class LoadBalancerLabTest {
   @AfterAll
   static void down() throws Exception {
     List<Process> servers = peers == null ? List.of() : peers.servers();
+    List<KeyValue> left;
     String stem = lab == null ? null : lab.ns.stem();
     try {
       for (Host h : hosts.values()) {
@@ -259,17 +225,10 @@ class LoadBalancerLabTest {
       if (lab != null) {
         lab.close();
       }
-      if (etcd != null) {
-        etcd.deletePrefix(PREFIX + "/").await(5, TimeUnit.SECONDS);
-        assertThat(etcd.list(PREFIX + "/").await(5, TimeUnit.SECONDS).kvs()).as("etcd keys left").isEmpty();
-        etcd.close();
-      }
-      testVertx.close().await(5, TimeUnit.SECONDS);
-      etcdServer.close();
-      try (var s = Files.walk(dir)) {
-        s.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
-      }
+      left = Lab.closeEtcd(etcdServer, testVertx, etcd, PREFIX);
+      Lab.deleteDir(dir);
     }
+    assertThat(left).as("etcd keys left").isEmpty();
     assertThat(servers).as("task processes left").noneMatch(Process::isAlive);
     if (stem != null) {
       assertThat(Netns.list()).as("namespaces left").noneMatch(n -> n.startsWith(stem));
@@ -279,29 +238,6 @@ class LoadBalancerLabTest {
   }
 
   // ---- helpers ---------------------------------------------------------------------------------
-
-  static JsonObject j(Object... kv) {
-    JsonObject o = new JsonObject();
-    for (int i = 0; i < kv.length; i += 2) {
-      o.put((String) kv[i], kv[i + 1]);
-    }
-    return o;
-  }
-
-  static void await(String what, Duration max, BooleanSupplier ok) {
-    long deadline = System.nanoTime() + max.toNanos();
-    while (!ok.getAsBoolean()) {
-      if (System.nanoTime() > deadline) {
-        throw new AssertionError("timed out after " + max + " waiting for: " + what);
-      }
-      try {
-        Thread.sleep(20);
-      } catch (InterruptedException e) {
-        Thread.currentThread().interrupt();
-        throw new AssertionError(e);
-      }
-    }
-  }
 
   static void put(String key, String value) throws Exception {
     etcd.put(key, value).await(5, TimeUnit.SECONDS);

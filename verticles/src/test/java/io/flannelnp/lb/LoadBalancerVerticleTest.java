@@ -1,5 +1,6 @@
 package io.flannelnp.lb;
 
+import static io.flannelnp.testing.Poll.await;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.flannelnp.bus.Addresses;
@@ -9,6 +10,7 @@ import io.flannelnp.bus.Observed.ReconcileReport;
 import io.flannelnp.etcd.EtcdSchema;
 import io.flannelnp.etcd.EtcdStore;
 import io.flannelnp.etcd.EtcdWatchVerticle;
+import io.flannelnp.etcd.KeyValue;
 import io.flannelnp.flannel.Kernel;
 import io.flannelnp.flannel.Names;
 import io.flannelnp.log.Logging;
@@ -16,6 +18,7 @@ import io.flannelnp.model.ContainerRecord;
 import io.flannelnp.model.DockerNetwork;
 import io.flannelnp.model.ServiceRecord;
 import io.flannelnp.testing.EtcdServer;
+import io.flannelnp.testing.Lab;
 import io.flannelnp.testing.Netns;
 import io.vertx.core.Vertx;
 import java.nio.file.Files;
@@ -29,7 +32,6 @@ import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
-import java.util.function.BooleanSupplier;
 import java.util.function.Predicate;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -214,6 +216,7 @@ class LoadBalancerVerticleTest {
   @AfterAll
   static void down() throws Exception {
     List<Process> servers = peers == null ? List.of() : peers.servers();
+    List<KeyValue> left;
     try {
       if (n1 != null) {
         n1.stop();
@@ -228,17 +231,10 @@ class LoadBalancerVerticleTest {
       if (ns != null) {
         ns.close();
       }
-      if (etcd != null) {
-        etcd.deletePrefix(PREFIX + "/").await(5, TimeUnit.SECONDS);
-        assertThat(etcd.list(PREFIX + "/").await(5, TimeUnit.SECONDS).kvs()).as("etcd keys left").isEmpty();
-        etcd.close();
-      }
-      testVertx.close().await(5, TimeUnit.SECONDS);
-      etcdServer.close();
-      try (var s = Files.walk(dir)) {
-        s.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
-      }
+      left = Lab.closeEtcd(etcdServer, testVertx, etcd, PREFIX);
+      Lab.deleteDir(dir);
     }
+    assertThat(left).as("etcd keys left").isEmpty();
     assertThat(servers).as("task processes left").noneMatch(Process::isAlive);
     assertThat(Netns.list()).as("namespaces left").noneMatch(n -> n.startsWith(ns.stem()));
     assertThat(Netns.run("nft", "list", "tables").ok().out()).as("root namespace tables untouched")
@@ -246,21 +242,6 @@ class LoadBalancerVerticleTest {
   }
 
   // ---- helpers ---------------------------------------------------------------------------------
-
-  static void await(String what, Duration max, BooleanSupplier ok) {
-    long deadline = System.nanoTime() + max.toNanos();
-    while (!ok.getAsBoolean()) {
-      if (System.nanoTime() > deadline) {
-        throw new AssertionError("timed out after " + max + " waiting for: " + what);
-      }
-      try {
-        Thread.sleep(10);
-      } catch (InterruptedException e) {
-        Thread.currentThread().interrupt();
-        throw new AssertionError(e);
-      }
-    }
-  }
 
   static void put(String key, String value) throws Exception {
     etcd.put(key, value).await(5, TimeUnit.SECONDS);

@@ -1,7 +1,22 @@
 package io.flannelnp.testing;
 
+import io.flannelnp.Daemon;
+import io.flannelnp.config.Config;
+import io.flannelnp.etcd.EtcdStore;
+import io.flannelnp.etcd.KeyValue;
+import io.flannelnp.flannel.Kernel;
+import io.vertx.core.Vertx;
+import io.vertx.core.json.JsonObject;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Stream;
 
 /**
  * A multi-host lab in network namespaces, the same plumbing as scripts/lab.sh and
@@ -100,5 +115,124 @@ public final class Lab implements AutoCloseable {
   @Override
   public void close() {
     ns.close();
+  }
+
+  // ---- a host's in-process daemon, as these labs and the replay tests run it -------------------
+
+  /**
+   * Host I of a lab with its own daemon in this JVM, as dockerd would run the plugin there: its
+   * namespace (added here), underlay address, plugin client and the daemon's settings (the pool
+   * 10.50.0.0/16; -public-ip: the lease's PublicIP; -iface: the VXLAN device's uplink in the host
+   * namespace). A test adds to {@code env} before {@link #start}.
+   */
+  public static class DaemonHost {
+    public final int i;
+    public final String name;
+    public final String ns;
+    public final String ip;
+    public final PluginClient client;
+    public final Map<String, String> env;
+    public Daemon daemon;
+
+    public DaemonHost(Lab lab, int i, EtcdServer etcd, String prefix, Path dir) {
+      this.i = i;
+      this.name = "h" + i;
+      this.ns = lab.addHost(i);
+      this.ip = hostIp(i);
+      this.client = new PluginClient(pluginSocket(dir, name));
+      this.env = daemonEnv(etcd, prefix, "10.50.0.0/16", dir, name, "-public-ip=" + ip + ",-iface=eth0");
+    }
+
+    public void start() throws Exception {
+      daemon = startDaemon(env, ns);
+    }
+
+    public void stop() throws Exception {
+      if (daemon != null) {
+        daemon.stop(8, TimeUnit.SECONDS);
+        daemon = null;
+      }
+    }
+
+    /** A plugin call that must succeed ({@link PluginClient#ok}). */
+    public JsonObject ok(String path, JsonObject body) throws IOException {
+      return client.ok(path, body);
+    }
+  }
+
+  /**
+   * The settings a test's in-process daemon starts with, as the plugin's settings give them: this
+   * etcd and prefix, the pool, its plugin socket ({@link #pluginSocket}), no dockerd, its node name
+   * and DEFAULT_FLANNEL_OPTIONS. Mutable: a test adds what its scenario needs (ADMIN_LISTEN,
+   * SUBNET_LEASE_TTL, …).
+   */
+  public static Map<String, String> daemonEnv(EtcdServer etcd, String prefix, String subnets, Path dir, String node,
+      String flannelOptions) {
+    Map<String, String> env = new HashMap<>();
+    env.put("ETCD_ENDPOINTS", etcd.endpoint());
+    env.put("ETCD_PREFIX", prefix);
+    env.put("AVAILABLE_SUBNETS", subnets);
+    env.put("PLUGIN_SOCKET", pluginSocket(dir, node).toString());
+    env.put("DOCKER_SOCKET", dir.resolve("no-docker.sock").toString());
+    env.put("NODE_NAME", node);
+    env.put("DEFAULT_FLANNEL_OPTIONS", flannelOptions);
+    return env;
+  }
+
+  /** Where node's daemon listens for the plugin calls ({@link #daemonEnv}'s PLUGIN_SOCKET). */
+  public static Path pluginSocket(Path dir, String node) {
+    return dir.resolve(node + ".sock");
+  }
+
+  /**
+   * A daemon in this JVM with its kernel work in namespace {@code ns}, started (all verticles
+   * deployed); one that fails to start is stopped again, so nothing of it is left running.
+   */
+  public static Daemon startDaemon(Map<String, String> env, String ns) throws Exception {
+    Daemon d = new Daemon(Config.fromEnv(env), Kernel.inNetns(ns));
+    try {
+      d.start().await(30, TimeUnit.SECONDS);
+    } catch (Exception e) {
+      d.stop(8, TimeUnit.SECONDS);
+      throw e;
+    }
+    return d;
+  }
+
+  // ---- cleanup --------------------------------------------------------------------------------
+
+  /**
+   * Ends a test's etcd: deletes every key under {@code prefix} (if the server still runs), then
+   * closes the client, its Vert.x and the server, even if the delete failed. Returns the keys still
+   * there after the delete: none, once the daemons are gone. Any argument may be null (a set-up
+   * that failed half way).
+   */
+  public static List<KeyValue> closeEtcd(EtcdServer server, Vertx vertx, EtcdStore etcd, String prefix)
+      throws Exception {
+    List<KeyValue> left = List.of();
+    try {
+      if (etcd != null && server != null && server.isRunning()) {
+        etcd.deletePrefix(prefix + "/").await(5, TimeUnit.SECONDS);
+        left = etcd.list(prefix + "/").await(5, TimeUnit.SECONDS).kvs();
+      }
+    } finally {
+      if (etcd != null) {
+        etcd.close();
+      }
+      if (vertx != null) {
+        vertx.close().await(5, TimeUnit.SECONDS);
+      }
+      if (server != null) {
+        server.close();
+      }
+    }
+    return left;
+  }
+
+  /** Removes a test's temporary directory and all in it (sockets, scripts, logs). */
+  public static void deleteDir(Path dir) throws IOException {
+    try (Stream<Path> s = Files.walk(dir)) {
+      s.sorted(Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+    }
   }
 }

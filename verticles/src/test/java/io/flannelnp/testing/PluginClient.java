@@ -1,5 +1,8 @@
 package io.flannelnp.testing;
 
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.vertx.core.json.JsonObject;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.net.StandardProtocolFamily;
@@ -24,6 +27,28 @@ public final class PluginClient {
 
   public Response post(String path, String body) throws IOException {
     return raw("POST", path, body.getBytes(StandardCharsets.UTF_8));
+  }
+
+  /**
+   * A call that must succeed: HTTP 200 and no Err (network driver) or Error (IPAM driver) in the
+   * answer; the failure names the socket's node ({@code <node>.sock}), the call and the answer.
+   */
+  public JsonObject ok(String path, JsonObject body) throws IOException {
+    Response r = post(path, body.encode());
+    String what = socket.getFileName().toString().replaceFirst("\\.sock$", "") + " " + path + " → " + r.body();
+    assertThat(r.status()).as(what).isEqualTo(200);
+    JsonObject j = new JsonObject(r.body());
+    assertThat(j.containsKey("Err") || j.containsKey("Error")).as(what).isFalse();
+    return j;
+  }
+
+  /** A request body from key/value pairs: {@code j("PoolID", id, "Options", j())}. */
+  public static JsonObject j(Object... kv) {
+    JsonObject o = new JsonObject();
+    for (int i = 0; i < kv.length; i += 2) {
+      o.put((String) kv[i], kv[i + 1]);
+    }
+    return o;
   }
 
   public Response raw(String method, String path, byte[] body) throws IOException {
