@@ -160,8 +160,10 @@ public final class DnsNames {
   }
 
   /**
-   * Docker registers no names on the ingress network. The model has no ingress flag; Swarm's
-   * ingress network is the overlay called "ingress" (a renamed custom ingress is not recognised).
+   * Docker registers no names on the ingress network. The Docker mirror already leaves it out by
+   * Docker's own Ingress flag, whatever its name (DockerMirror.mirrored: no network record, no
+   * attachment to it in a container record); this guard only keeps records written by hand or by
+   * an older mirror, where the default ingress is the overlay called "ingress", from adding names.
    */
   static boolean isIngress(DockerNetwork n) {
     return "ingress".equals(n.name()) && "overlay".equals(n.driver());

@@ -101,6 +101,16 @@ class DockerMirrorJsonTest {
     assertThat(DockerNetwork.fromJson(n.toJson())).isEqualTo(n);
   }
 
+  /** A custom ingress (`docker network create --ingress`) may have any name: Docker's flag decides. */
+  @Test
+  void anIngressNetworkIsLeftOutWhateverItsNameAndSoAreAttachmentsToIt() {
+    JsonObject mesh = new JsonObject(INGRESS).put("Name", "mesh");
+    assertThat(DockerMirror.networks(new JsonArray(List.of(new JsonObject(PLUGIN_NET), mesh))))
+        .containsOnlyKeys(NET_ID);
+    ContainerRecord c = DockerMirror.container(new JsonObject(TASK), nets().keySet(), "node1", false);
+    assertThat(c.networks()).as("no names or backends on the routing mesh").containsOnlyKeys(NET_ID);
+  }
+
   /**
    * A Swarm network our IPAM refused (no flannel-id) stays in GET /networks unallocated, with JSON
    * nulls where arrays go (lab, dockerd 20.10); it once failed every mirror pass, so no service
