@@ -426,7 +426,13 @@ public final class LbBench {
       vertx.eventBus().consumer(io.flannelnp.bus.Addresses.STATE_SNAPSHOT, m -> m.reply(snap));
       java.util.concurrent.ConcurrentHashMap<Long, java.util.concurrent.CompletableFuture<Long>> applied =
           new java.util.concurrent.ConcurrentHashMap<>();
+      java.util.concurrent.ConcurrentHashMap<Long, String> traced = new java.util.concurrent.ConcurrentHashMap<>();
+      if (System.getProperty("bench.trace") != null) {
+        vertx.eventBus().<io.flannelnp.bus.Observed.ReconcileReport>consumer(io.flannelnp.bus.Addresses.RECONCILE_REPORT,
+            m -> traced.merge(m.body().revision(), "plane " + m.body().micros() + " µs", (x, y) -> x + ", " + y));
+      }
       vertx.eventBus().<io.flannelnp.bus.Observed.KernelBatch>consumer(io.flannelnp.bus.Addresses.KERNEL_BATCH, m -> {
+        traced.merge(m.body().revision(), "kernel " + m.body().micros() + " µs", (x, y) -> x + ", " + y);
         if (m.body().ok()) {
           applied.computeIfAbsent(m.body().revision(), x -> new java.util.concurrent.CompletableFuture<>())
               .complete(System.nanoTime());
@@ -460,7 +466,8 @@ public final class LbBench {
         vertx.eventBus().publish(io.flannelnp.bus.Addresses.ETCD_CHANGES, kc);
         ms[Math.max(w, 0) % count] = (done.get(10, TimeUnit.SECONDS) - t0) / 1e6;
         if (System.getProperty("bench.trace") != null && w >= 0) {
-          System.err.printf(Locale.ROOT, "update %d: %.2f ms%n", w, (System.nanoTime() - t0) / 1e6);
+          Thread.sleep(1); // the plane's report follows the batch
+          System.err.printf(Locale.ROOT, "update %d: %.2f ms (%s)%n", w, ms[Math.max(w, 0) % count], traced.get(r));
         }
         Thread.sleep(gapMs);
       }
