@@ -12,7 +12,8 @@
 #   3. time to open a TCP connection through a VIP with 100 and with 20,000 services.
 # Goals: 20,000 services fully synced < 1 s; a single update < 10 ms p99.
 # The kube-proxy layout at 20,000 services takes minutes on nft 1.0.6 (anonymous vmaps per rule
-# are allocated quadratically); kubeLimitSeconds stops it. SKIP_BUILD=1 skips the Maven build.
+# are allocated quadratically); kubeLimitSeconds stops it. SKIP_BUILD=1 skips the Maven build;
+# LB_BENCH_JAVA_OPTS goes to the JVM (-Dbench.trace=1: every plane update with the plane's own time).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/scripts/bench/lib.sh"
