@@ -347,9 +347,13 @@ class AdminReplayTest {
         .isDirectory();
     assertThat(Path.of("/usr/bin/chromium")).as("apt-get install chromium (.ci/run does)").isExecutable();
     Path profile = Files.createDirectory(dir.resolve("chromium-profile"));
-    Process node = new ProcessBuilder("node", console.resolve("console-test.mjs").toString(),
+    java.util.Set<String> tmpBefore = chromiumTmp();
+    ProcessBuilder pb = new ProcessBuilder("node", console.resolve("console-test.mjs").toString(),
         "http://127.0.0.1:" + adminPort + "/console/?token=" + TOKEN, profile.toString())
-        .redirectError(ProcessBuilder.Redirect.INHERIT).start();
+        .redirectError(ProcessBuilder.Redirect.INHERIT);
+    // Chromium leaves an org.chromium.Chromium.* directory in TMPDIR: in ours, which down() removes
+    pb.environment().put("TMPDIR", Files.createDirectory(dir.resolve("chromium-tmp")).toString());
+    Process node = pb.start();
     try (var from = new java.io.BufferedReader(new java.io.InputStreamReader(node.getInputStream(), StandardCharsets.UTF_8));
          var to = new PrintStream(node.getOutputStream(), true, StandardCharsets.UTF_8)) {
       expect(from, "READY");
@@ -383,6 +387,14 @@ class AdminReplayTest {
         node.destroyForcibly().waitFor(5, TimeUnit.SECONDS);
       }
       etcd.deletePrefix(PREFIX + "/fno-burst/").await(10, TimeUnit.SECONDS);
+    }
+    assertThat(chromiumTmp()).as("the browser left nothing in /tmp").isEqualTo(tmpBefore);
+  }
+
+  private static java.util.Set<String> chromiumTmp() throws java.io.IOException {
+    try (var l = Files.list(Path.of("/tmp"))) {
+      return l.map(p -> p.getFileName().toString()).filter(n -> n.startsWith("org.chromium."))
+          .collect(java.util.stream.Collectors.toSet());
     }
   }
 
