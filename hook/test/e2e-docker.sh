@@ -117,7 +117,7 @@ start_fnp() {
   nsenter --target "$DPID" --mount --net -- env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
     ETCD_ENDPOINTS=http://127.0.0.1:2379 AVAILABLE_SUBNETS=10.77.0.0/16 IS_HOOK_AVAILABLE=true NODE_NAME=fnh-n1 DEFAULT_FLANNEL_OPTIONS=-iface=fnh-eth0 \
     PLUGIN_SOCKET=/run/docker/plugins/fnhplugin/flannel-np.sock \
-    java -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -jar "$JAR" >>"$W/fnp.log" 2>&1 &
+    java -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Dvertx.cacheDirBase="$W/vertx-cache" -jar "$JAR" >>"$W/fnp.log" 2>&1 &
   FPID=$!
   for _ in $(seq 100); do [[ -S "$W/node/run/docker/plugins/fnhplugin/flannel-np-hook.sock" ]] && return; sleep 0.2; done
   die "flannel-np did not open its hook socket: $(tail -5 "$W/fnp.log")"

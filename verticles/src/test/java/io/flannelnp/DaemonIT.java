@@ -26,6 +26,28 @@ class DaemonIT {
   @TempDir
   Path dir;
 
+  static java.util.Set<String> vertxCaches() throws java.io.IOException {
+    try (var l = Files.list(Path.of("/tmp"))) {
+      return l.map(p -> p.getFileName().toString()).filter(n -> n.startsWith("vertx-cache-"))
+          .collect(java.util.stream.Collectors.toSet());
+    }
+  }
+
+  static java.util.Set<String> cachesBefore;
+
+  @org.junit.jupiter.api.BeforeAll
+  static void snapshotTmp() throws Exception {
+    cachesBefore = vertxCaches();
+  }
+
+  /** Daemons killed hard (or by a test's timeout) cannot remove Vert.x's file cache: none may be in /tmp. */
+  @org.junit.jupiter.api.AfterAll
+  static void nothingLeftInTmp() throws Exception {
+    java.util.Set<String> left = new java.util.HashSet<>(vertxCaches());
+    left.removeAll(cachesBefore);
+    assertThat(left).as("Vert.x file caches the daemons left in /tmp").isEmpty();
+  }
+
   Map<String, String> env(String etcd) {
     Map<String, String> e = new HashMap<>();
     e.put("ETCD_ENDPOINTS", etcd);

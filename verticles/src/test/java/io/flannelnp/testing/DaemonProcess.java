@@ -34,7 +34,10 @@ public final class DaemonProcess implements AutoCloseable {
   public static DaemonProcess start(Path workDir, Map<String, String> env) throws IOException {
     Path out = Files.createTempFile(workDir, "daemon", ".out");
     Path err = Files.createTempFile(workDir, "daemon", ".err");
-    ProcessBuilder pb = new ProcessBuilder("java", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-jar",
+    // Vert.x's file cache goes under workDir, which the test removes: a daemon a test kills hard
+    // cannot delete it, and it would stay in /tmp
+    ProcessBuilder pb = new ProcessBuilder("java", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
+        "-Dvertx.cacheDirBase=" + workDir.toAbsolutePath().resolve("vertx-cache"), "-jar",
         jar().toAbsolutePath().toString())
         .redirectOutput(out.toFile()).redirectError(err.toFile());
     // Only what the test says: a plugin gets exactly the env of its config.json.
