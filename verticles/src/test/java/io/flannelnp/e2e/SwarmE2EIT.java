@@ -470,6 +470,82 @@ class SwarmE2EIT {
     throw new AssertionError("docker service ps never showed " + n + " running tasks of " + svc);
   }
 
+  // ---- two managers ----------------------------------------------------------------------------
+
+  /**
+   * Every manager mirrors networks and services (leadership can move), so a Swarm with two
+   * managers has two writers of the same records. A service created and scaled down through the
+   * second manager reaches every node's VIP and DNS, and its record, once written, is not written
+   * again by either manager on all the passes the scaling causes on both (compare-before-write:
+   * equal records are never rewritten, so two writers cannot fight).
+   */
+  @Test
+  @Order(9)
+  void twoManagersMirrorTheSameServiceAndNeitherRewritesWhatTheOtherWrote() {
+    String node2 = lab.dk(2, "info", "-f", "{{.Swarm.NodeID}}").out().strip();
+    lab.dk(1, "node", "promote", node2).out();
+    try {
+      await(Duration.ofSeconds(30), "node 2 is a manager",
+          () -> "true".equals(lab.dk(2, "info", "-f", "{{.Swarm.ControlAvailable}}").stdout().strip()));
+      lab.dk(2, "service", "create", "-d", "--name", "mgr", "--network", "n1", "--replicas", "3", "--no-resolve-image",
+          "--stop-grace-period", "1s", IMAGE, "sleep", "1d").out();
+      String key = "/flannel/docker-data/services/" + lab.dk(2, "service", "inspect", "-f", "{{.ID}}", "mgr").out().strip();
+      String vip = vip("mgr");
+      for (int target : new int[] {3, 1}) {
+        if (target == 1) {
+          lab.dk(2, "service", "scale", "-d", "mgr=1").out();
+        }
+        String[] seen = {""};
+        try {
+          await(Duration.ofSeconds(60), target + " mgr tasks behind the VIP on every node", () -> {
+            // Swarm's desired set (its placeholder addresses) has the count; the VIP holds the
+            // addresses the tasks' nodes gave them, of containers that run
+            Set<String> real = tasks("mgr").stream().map(Task::ip).collect(Collectors.toSet());
+            Set<String> first = lab.vipBackends(1).getOrDefault(vip, Set.of());
+            seen[0] = "service ps " + runningTaskIps("mgr") + ", containers " + real + ", node 1 VIP " + first;
+            if (runningTaskIps("mgr").size() != target || first.size() != target || !real.containsAll(first)) {
+              return false;
+            }
+            for (int i = 2; i <= N; i++) {
+              Set<String> b = lab.vipBackends(i).getOrDefault(vip, Set.of());
+              seen[0] += "; node " + i + " VIP " + b;
+              if (!first.equals(b)) {
+                return false;
+              }
+            }
+            return true;
+          });
+        } catch (AssertionError e) {
+          throw new AssertionError(e.getMessage() + "; last seen: " + seen[0] + "; etcd services: "
+              + lab.etcdctl("get", "--prefix", "/flannel/docker-data/services/").out(), e);
+        }
+      }
+      io.vertx.core.json.JsonObject kv = etcdKv(key);
+      assertThat(new String(java.util.Base64.getDecoder().decode(kv.getString("value")), java.nio.charset.StandardCharsets.UTF_8))
+          .as("the service's record names its VIP").contains(vip);
+      System.out.println("two managers: the service record was written " + kv.getLong("version") + " time(s)");
+      long rev = kv.getLong("mod_revision");
+      lab.dk(1, "service", "scale", "-d", "mgr=2").out(); // more events, more passes on both managers
+      awaitServicePs("mgr", 2);
+      sleep(3000);
+      assertThat(etcdKv(key).getLong("mod_revision")).as("the service record after more passes on both managers")
+          .isEqualTo(rev);
+    } finally {
+      rm(1, "service", "mgr");
+      lab.dk(1, "node", "demote", node2);
+      await(Duration.ofSeconds(30), "node 2 a worker again",
+          () -> "false".equals(lab.dk(2, "info", "-f", "{{.Swarm.ControlAvailable}}").stdout().strip()));
+    }
+  }
+
+  /** The one key's etcd entry (etcdctl -w json: base64 value, mod_revision, version). */
+  io.vertx.core.json.JsonObject etcdKv(String key) {
+    io.vertx.core.json.JsonArray kvs = new io.vertx.core.json.JsonObject(lab.etcdctl("get", "-w", "json", key).out())
+        .getJsonArray("kvs");
+    assertThat(kvs).as("etcd key " + key).isNotNull().hasSize(1);
+    return kvs.getJsonObject(0);
+  }
+
   // ---- the plugin restarted on one node --------------------------------------------------------
 
   /**
@@ -477,7 +553,7 @@ class SwarmE2EIT {
    * VIP: the other nodes never notice (the kernel state of node 3's tasks stays), node 3 recovers.
    */
   @Test
-  @Order(9)
+  @Order(10)
   void pluginDisableAndEnableOnOneNodeLeavesTheOthersServingAndThatNodeRecovers() throws Exception {
     int seconds = 40;
     String loop = "end=$(( $(date +%s) + $0 )); while [ $(date +%s) -lt $end ]; do "
@@ -535,7 +611,7 @@ class SwarmE2EIT {
   // ---- removal ---------------------------------------------------------------------------------
 
   @Test
-  @Order(10)
+  @Order(11)
   void serviceAndNetworkRemovalLeaveNothingBehindOnAnyNode() {
     String vni = lab.dk(1, "network", "inspect", "-f", "{{index .Options \"io.flannel-np.vni\"}}", "n1").out().strip();
     rm(1, "service", "web", "rr");
