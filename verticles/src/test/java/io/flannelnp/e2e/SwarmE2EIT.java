@@ -532,6 +532,12 @@ class SwarmE2EIT {
           .isEqualTo(rev);
     } finally {
       rm(1, "service", "mgr");
+      // its containers' teardown (Leave, DeleteEndpoint) must be over before the next test
+      // disables a plugin: a call Docker cannot make then never comes again
+      await(Duration.ofSeconds(60), "every mgr container gone", () -> tasks("mgr").isEmpty()
+          && lab.dk(1, "ps", "-aq", "-f", "label=com.docker.swarm.service.name=mgr").out().isBlank()
+          && lab.dk(2, "ps", "-aq", "-f", "label=com.docker.swarm.service.name=mgr").out().isBlank()
+          && lab.dk(3, "ps", "-aq", "-f", "label=com.docker.swarm.service.name=mgr").out().isBlank());
       lab.dk(1, "node", "demote", node2);
       await(Duration.ofSeconds(30), "node 2 a worker again",
           () -> "false".equals(lab.dk(2, "info", "-f", "{{.Swarm.ControlAvailable}}").stdout().strip()));
@@ -671,7 +677,7 @@ class SwarmE2EIT {
     List<String> keys = lab.etcdctl("get", "--prefix", "--keys-only", "/flannel/").out().lines()
         .filter(l -> !l.isBlank()).toList();
     if (!keys.isEmpty()) {
-      System.out.println("etcd keys left: " + keys);
+      System.out.println("etcd keys left: " + lab.etcdctl("get", "--prefix", "/flannel/").out().strip());
     }
     return keys;
   }
