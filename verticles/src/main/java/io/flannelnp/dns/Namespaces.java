@@ -93,6 +93,28 @@ public final class Namespaces {
   }
 
   /**
+   * Moves the calling thread into the network namespace at {@code path} for good: for a thread
+   * that does nothing else afterwards (lb's libnftables runner, whose library may reopen its
+   * socket on that thread at any time). Never for a pooled, event-loop or virtual thread.
+   */
+  public static void enter(Path path) throws IOException {
+    LibC c = libc();
+    int fd;
+    try {
+      fd = c.open(path.toString(), O_RDONLY | O_CLOEXEC);
+    } catch (LastErrorException e) {
+      throw new IOException("cannot open " + path + ": " + e.getMessage());
+    }
+    try {
+      c.setns(fd, CLONE_NEWNET);
+    } catch (LastErrorException e) {
+      throw new IOException("setns(" + path + ", CLONE_NEWNET) failed: " + e.getMessage());
+    } finally {
+      c.close(fd);
+    }
+  }
+
+  /**
    * Runs {@code action} on the calling thread inside the network namespace at {@code path} and
    * returns to the thread's own namespace. {@code expectedInode} (or -1 for any) guards against a
    * path that was replaced in the meantime. The caller must be a platform thread it owns (never an

@@ -658,14 +658,19 @@ public final class Kernel {
       } catch (IOException ignored) {
         // gone
       }
-      try {
-        if (!process.waitFor(2, TimeUnit.SECONDS)) {
-          process.destroyForcibly();
-        }
-      } catch (InterruptedException e) {
-        process.destroyForcibly();
-        Thread.currentThread().interrupt();
+      awaitEnd(process);
+    }
+  }
+
+  /** A tool whose stdin was closed: 2 s to end by itself, then it is killed. */
+  private static void awaitEnd(Process p) {
+    try {
+      if (!p.waitFor(2, TimeUnit.SECONDS)) {
+        p.destroyForcibly();
       }
+    } catch (InterruptedException e) {
+      p.destroyForcibly();
+      Thread.currentThread().interrupt();
     }
   }
 
@@ -834,16 +839,7 @@ public final class Kernel {
         // already gone
       }
     }
-    for (Process p : all) {
-      try {
-        if (!p.waitFor(2, TimeUnit.SECONDS)) {
-          p.destroyForcibly();
-        }
-      } catch (InterruptedException e) {
-        p.destroyForcibly();
-        Thread.currentThread().interrupt();
-      }
-    }
+    all.forEach(Kernel::awaitEnd);
   }
 
   private void prespawn(List<String> cmd) {

@@ -5,10 +5,8 @@ import com.sun.jna.Library;
 import com.sun.jna.Native;
 import io.flannelnp.dns.Namespaces;
 import io.flannelnp.flannel.Kernel;
+import io.flannelnp.ipam.Ipv4;
 import java.io.IOException;
-import java.net.Inet4Address;
-import java.net.InetAddress;
-import java.net.UnknownHostException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.ArrayList;
@@ -380,16 +378,9 @@ final class Conntrack implements AutoCloseable {
     return ByteBuffer.allocate(4).order(ByteOrder.nativeOrder()).putInt(v).array(); // NLA_U32: host order
   }
 
+  /** The four bytes (network order) of a dotted quad; strict, as everywhere else (Ipv4.parse). */
   static byte[] ipv4(String dotted) {
-    try {
-      InetAddress a = InetAddress.getByName(Kernel.ipv4(dotted)); // validated: a literal, never a lookup
-      if (a instanceof Inet4Address) {
-        return a.getAddress();
-      }
-    } catch (UnknownHostException e) {
-      // fall through
-    }
-    throw new IllegalArgumentException("not an IPv4 address: " + dotted);
+    return ByteBuffer.allocate(4).putInt((int) Ipv4.parse(dotted)).array();
   }
 
   // ---- the socket ----------------------------------------------------------------------------------

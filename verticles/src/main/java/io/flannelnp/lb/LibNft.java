@@ -1,9 +1,8 @@
 package io.flannelnp.lb;
 
-import com.sun.jna.LastErrorException;
-import com.sun.jna.Library;
 import com.sun.jna.Native;
 import com.sun.jna.Pointer;
+import io.flannelnp.dns.Namespaces;
 import io.flannelnp.flannel.Kernel;
 import io.flannelnp.flannel.LibNftables;
 import java.util.Optional;
@@ -18,19 +17,6 @@ import java.util.Optional;
  * breaks); a failing script is one failed transaction, nothing of it applied.
  */
 final class LibNft extends NftRunner {
-  private static final int O_RDONLY = 0;
-  private static final int O_CLOEXEC = 0x80000;
-  private static final int CLONE_NEWNET = 0x40000000;
-  static final int OUTPUT_JSON = LibNftables.OUTPUT_JSON;
-
-  interface LibC extends Library {
-    int open(String path, int flags) throws LastErrorException;
-
-    int setns(int fd, int nstype) throws LastErrorException;
-
-    int close(int fd) throws LastErrorException;
-  }
-
   private final Optional<String> netns;
   private LibNftables nft;
   private Pointer ctx;
@@ -44,13 +30,10 @@ final class LibNft extends NftRunner {
   void open() {
     LibNftables lib = Native.load("nftables", LibNftables.class);
     if (netns.isPresent()) {
-      java.nio.file.Path path = Kernel.netnsPath(netns.get());
-      LibC c = Native.load("c", LibC.class);
-      int fd = c.open(path.toString(), O_RDONLY | O_CLOEXEC);
       try {
-        c.setns(fd, CLONE_NEWNET);
-      } finally {
-        c.close(fd);
+        Namespaces.enter(Kernel.netnsPath(netns.get()));
+      } catch (java.io.IOException e) {
+        throw new java.io.UncheckedIOException(e);
       }
     }
     Pointer p = lib.nft_ctx_new(0);
@@ -85,7 +68,7 @@ final class LibNft extends NftRunner {
       }
     }
     int flags = nft.nft_ctx_output_get_flags(ctx);
-    nft.nft_ctx_output_set_flags(ctx, json ? flags | OUTPUT_JSON : flags & ~OUTPUT_JSON);
+    nft.nft_ctx_output_set_flags(ctx, json ? flags | LibNftables.OUTPUT_JSON : flags & ~LibNftables.OUTPUT_JSON);
     int rc = nft.nft_run_cmd_from_buffer(ctx, script);
     String out = nft.nft_ctx_get_output_buffer(ctx);
     String err = nft.nft_ctx_get_error_buffer(ctx);
