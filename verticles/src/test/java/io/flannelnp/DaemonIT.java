@@ -26,24 +26,17 @@ class DaemonIT {
   @TempDir
   Path dir;
 
-  static java.util.Set<String> vertxCaches() throws java.io.IOException {
-    try (var l = Files.list(Path.of("/tmp"))) {
-      return l.map(p -> p.getFileName().toString()).filter(n -> n.startsWith("vertx-cache-"))
-          .collect(java.util.stream.Collectors.toSet());
-    }
-  }
-
   static java.util.Set<String> cachesBefore;
 
   @org.junit.jupiter.api.BeforeAll
   static void snapshotTmp() throws Exception {
-    cachesBefore = vertxCaches();
+    cachesBefore = io.flannelnp.testing.Lab.tmpEntries("vertx-cache-");
   }
 
   /** Daemons killed hard (or by a test's timeout) cannot remove Vert.x's file cache: none may be in /tmp. */
   @org.junit.jupiter.api.AfterAll
   static void nothingLeftInTmp() throws Exception {
-    java.util.Set<String> left = new java.util.HashSet<>(vertxCaches());
+    java.util.Set<String> left = new java.util.HashSet<>(io.flannelnp.testing.Lab.tmpEntries("vertx-cache-"));
     left.removeAll(cachesBefore);
     assertThat(left).as("Vert.x file caches the daemons left in /tmp").isEmpty();
   }

@@ -347,7 +347,7 @@ class AdminReplayTest {
         .isDirectory();
     assertThat(Path.of("/usr/bin/chromium")).as("apt-get install chromium (.ci/run does)").isExecutable();
     Path profile = Files.createDirectory(dir.resolve("chromium-profile"));
-    java.util.Set<String> tmpBefore = chromiumTmp();
+    java.util.Set<String> tmpBefore = Lab.tmpEntries("org.chromium.");
     ProcessBuilder pb = new ProcessBuilder("node", console.resolve("console-test.mjs").toString(),
         "http://127.0.0.1:" + adminPort + "/console/?token=" + TOKEN, profile.toString())
         .redirectError(ProcessBuilder.Redirect.INHERIT);
@@ -388,14 +388,7 @@ class AdminReplayTest {
       }
       etcd.deletePrefix(PREFIX + "/fno-burst/").await(10, TimeUnit.SECONDS);
     }
-    assertThat(chromiumTmp()).as("the browser left nothing in /tmp").isEqualTo(tmpBefore);
-  }
-
-  private static java.util.Set<String> chromiumTmp() throws java.io.IOException {
-    try (var l = Files.list(Path.of("/tmp"))) {
-      return l.map(p -> p.getFileName().toString()).filter(n -> n.startsWith("org.chromium."))
-          .collect(java.util.stream.Collectors.toSet());
-    }
+    assertThat(Lab.tmpEntries("org.chromium.")).as("the browser left nothing in /tmp").isEqualTo(tmpBefore);
   }
 
   @Test

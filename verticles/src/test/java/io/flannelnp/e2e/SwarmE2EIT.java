@@ -534,10 +534,8 @@ class SwarmE2EIT {
       rm(1, "service", "mgr");
       // its containers' teardown (Leave, DeleteEndpoint) must be over before the next test
       // disables a plugin: a call Docker cannot make then never comes again
-      await(Duration.ofSeconds(60), "every mgr container gone", () -> tasks("mgr").isEmpty()
-          && lab.dk(1, "ps", "-aq", "-f", "label=com.docker.swarm.service.name=mgr").out().isBlank()
-          && lab.dk(2, "ps", "-aq", "-f", "label=com.docker.swarm.service.name=mgr").out().isBlank()
-          && lab.dk(3, "ps", "-aq", "-f", "label=com.docker.swarm.service.name=mgr").out().isBlank());
+      await(Duration.ofSeconds(60), "every mgr container gone", () -> java.util.stream.IntStream.rangeClosed(1, N)
+          .allMatch(i -> lab.dk(i, "ps", "-aq", "-f", "label=com.docker.swarm.service.name=mgr").out().isBlank()));
       lab.dk(1, "node", "demote", node2);
       await(Duration.ofSeconds(30), "node 2 a worker again",
           () -> "false".equals(lab.dk(2, "info", "-f", "{{.Swarm.ControlAvailable}}").stdout().strip()));

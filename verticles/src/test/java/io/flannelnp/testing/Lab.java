@@ -229,6 +229,14 @@ public final class Lab implements AutoCloseable {
     return left;
   }
 
+  /** The names in /tmp that start with {@code prefix}: what a test must not leave behind there. */
+  public static java.util.Set<String> tmpEntries(String prefix) throws IOException {
+    try (Stream<Path> l = Files.list(Path.of("/tmp"))) {
+      return l.map(p -> p.getFileName().toString()).filter(n -> n.startsWith(prefix))
+          .collect(java.util.stream.Collectors.toSet());
+    }
+  }
+
   /** Removes a test's temporary directory and all in it (sockets, scripts, logs). */
   public static void deleteDir(Path dir) throws IOException {
     try (Stream<Path> s = Files.walk(dir)) {
