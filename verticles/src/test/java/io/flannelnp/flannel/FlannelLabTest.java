@@ -246,12 +246,9 @@ class FlannelLabTest {
     Host h = hosts.get("h1");
     int seq = nextContainer();
     String c = lab.ns.add("d" + seq);
-    String mac = String.format("02:42:0b:%02x:%02x:%02x", (seq >> 16) & 0xff, (seq >> 8) & 0xff, seq & 0xff);
-    String ep = String.format("%08x", seq) + "d".repeat(56);
-    String cidr = h.ok("/IpamDriver.RequestAddress", j("PoolID", LOCAL + "/" + netA.fid(), "Address", "",
-        "Options", j(MAC_OPT, mac))).getString("Address");
-    h.ok("/NetworkDriver.CreateEndpoint", j("NetworkID", netA.netId(), "EndpointID", ep,
-        "Interface", j("Address", cidr, "AddressIPv6", "", "MacAddress", mac), "Options", j()));
+    Created created = createEndpoint(h, netA, seq, 0x0b, 'd');
+    String ep = created.ep();
+    String cidr = created.cidr();
     assertThat(lab.ns.exec(c, "nft", "list", "table", "ip", "flannel-np-dns").exit()).isNotZero();
     h.ok("/NetworkDriver.Join", j("NetworkID", netA.netId(), "EndpointID", ep, "SandboxKey", "/run/netns/" + c,
         "Options", j()));
@@ -691,13 +688,27 @@ class FlannelLabTest {
     return ++containerSeq;
   }
 
-  static Attached pluginAttach(Host h, Net n, int seq) throws Exception {
-    String mac = String.format("02:42:0a:%02x:%02x:%02x", (seq >> 16) & 0xff, (seq >> 8) & 0xff, seq & 0xff);
-    String ep = String.format("%08x", seq) + "e".repeat(56);
+  record Created(String ep, String cidr) {}
+
+  /**
+   * RequestAddress and CreateEndpoint as Docker makes them for container {@code seq}: MAC
+   * 02:42:{@code macByte}:seq, endpoint ID seq in hex padded with {@code fill}.
+   */
+  static Created createEndpoint(Host h, Net n, int seq, int macByte, char fill) throws Exception {
+    String mac = String.format("02:42:%02x:%02x:%02x:%02x", macByte, (seq >> 16) & 0xff, (seq >> 8) & 0xff,
+        seq & 0xff);
+    String ep = String.format("%08x", seq) + String.valueOf(fill).repeat(56);
     String cidr = h.ok("/IpamDriver.RequestAddress", j("PoolID", LOCAL + "/" + n.fid(), "Address", "",
         "Options", j(MAC_OPT, mac))).getString("Address");
     h.ok("/NetworkDriver.CreateEndpoint", j("NetworkID", n.netId(), "EndpointID", ep,
         "Interface", j("Address", cidr, "AddressIPv6", "", "MacAddress", mac), "Options", j()));
+    return new Created(ep, cidr);
+  }
+
+  static Attached pluginAttach(Host h, Net n, int seq) throws Exception {
+    Created created = createEndpoint(h, n, seq, 0x0a, 'e');
+    String ep = created.ep();
+    String cidr = created.cidr();
     JsonObject join = h.ok("/NetworkDriver.Join", j("NetworkID", n.netId(), "EndpointID", ep,
         "SandboxKey", "/var/run/docker/netns/" + ep.substring(0, 12), "Options", j()));
     JsonObject route = join.getJsonArray("StaticRoutes").getJsonObject(0);
