@@ -96,6 +96,7 @@ class FlannelLabTest {
     Host(int i, long leaseTtl) {
       super(lab, i, etcdServer, PREFIX, dir);
       env.put("ADMIN_LISTEN", "127.0.0.1:" + adminPort);
+      env.put("ADMIN_INSECURE_LOOPBACK", "true"); // the test reads /health without a token
       env.put("SUBNET_LEASE_TTL", Long.toString(leaseTtl));
     }
 
