@@ -59,7 +59,7 @@ class HookHandshakeTest extends EtcdBusTestBase {
     dir = Files.createTempDirectory("fnh-hs");
     socket = dir.resolve("hook.sock");
     startBus(stem);
-    DnsListener.Options o = DnsListener.Options.DEFAULTS.withUpstreamTimeout(Duration.ofMillis(1500))
+    DnsListener.Options o = TestSandboxes.options().withUpstreamTimeout(Duration.ofMillis(1500))
         .withNetnsPoll(Duration.ofSeconds(5));
     dns = new DnsVerticle(NODE, true, 600, schema, o, socket.toString());
     deployment = vertx.deployVerticle(dns).await(20, TimeUnit.SECONDS);
