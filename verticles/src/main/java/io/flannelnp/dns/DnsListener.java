@@ -270,6 +270,10 @@ final class DnsListener {
   private double tokens;
   private long refilledAt;
   private boolean udpPaused;
+  /** Datagrams read per read loop: fewer than {@link #READ_BATCH} while the budget is short. */
+  private int readBatch = READ_BATCH;
+  private static final int READ_BATCH = 64;
+  private final FixedRecvByteBufAllocator recv;
 
   DnsListener(String key, long inode, Sockets s, EventLoop loop, Options options, Namespaces.Switcher switcher,
       Function<String, CompletableFuture<DnsNat.DockerPorts>> discover) {
@@ -284,8 +288,8 @@ final class DnsListener {
     this.tcp = new NioServerSocketChannel(s.tcp());
     this.udpPort = s.udpPort();
     this.tcpPort = s.tcpPort();
-    FixedRecvByteBufAllocator recv = new FixedRecvByteBufAllocator(options.udpReceive());
-    recv.maxMessagesPerRead(64);
+    recv = new FixedRecvByteBufAllocator(options.udpReceive());
+    recv.maxMessagesPerRead(READ_BATCH);
     recv.respectMaybeMoreData(false); // a datagram shorter than the buffer does not mean the queue is empty
     udp.config().setRecvByteBufAllocator(recv);
     udp.pipeline().addLast(new UdpHandler());
@@ -302,13 +306,10 @@ final class DnsListener {
    * the plugin API, which shares the loops): see {@link #pauseUdp}.
    */
   private boolean admit() {
-    int rate = options.queryRate();
-    if (rate <= 0) {
+    if (options.queryRate() <= 0) {
       return true;
     }
-    long now = System.nanoTime();
-    tokens = Math.min(rate, tokens + (now - refilledAt) * (rate / 1e9));
-    refilledAt = now;
+    refill();
     if (tokens >= 1) {
       tokens -= 1;
       return true;
@@ -318,18 +319,30 @@ final class DnsListener {
     return false;
   }
 
-  /** How long until a twentieth of a second's budget is back: what a pause lasts. */
+  private void refill() {
+    int rate = options.queryRate();
+    long now = System.nanoTime();
+    tokens = Math.min(rate, tokens + (now - refilledAt) * (rate / 1e9));
+    refilledAt = now;
+    if (readBatch < READ_BATCH && tokens >= READ_BATCH) {
+      readBatch = READ_BATCH;
+      recv.maxMessagesPerRead(READ_BATCH);
+    }
+  }
+
+  /** How long until 1/200 s of budget is back: what a pause lasts (short pauses, short bursts after). */
   private long refillMillis() {
     int rate = options.queryRate();
-    double want = Math.max(1, rate / 20.0) - tokens;
+    double want = Math.max(1, rate / 200.0) - tokens;
     return Math.max(1, (long) Math.ceil(want * 1000 / rate));
   }
 
   /**
    * Stops reading the container's UDP socket until its budget refills: what it sends meanwhile
-   * waits in, and overflows, its own socket buffer in the kernel, costing this loop nothing.
-   * Docker's answers to our forwards share that socket and wait too: they are the same
-   * container's.
+   * waits in, and overflows, its own socket buffer in the kernel, costing this loop nothing. On
+   * resuming, a read loop takes no more datagrams than the budget answers, so the container's
+   * backlog is never read just to be dropped. Docker's answers to our forwards share that socket
+   * and wait too: they are the same container's.
    */
   private void pauseUdp() {
     if (udpPaused || closed) {
@@ -341,6 +354,9 @@ final class DnsListener {
     loop.schedule(() -> {
       udpPaused = false;
       if (!closed) {
+        refill();
+        readBatch = (int) Math.max(1, Math.min(READ_BATCH, tokens));
+        recv.maxMessagesPerRead(readBatch);
         udp.config().setAutoRead(true);
       }
     }, refillMillis(), TimeUnit.MILLISECONDS);
