@@ -95,10 +95,20 @@ class EtcdTlsIT {
         "-Djavax.net.ssl.trustStorePassword=changeit"), null, "record", "--from-revision", "1", "--out", out.toString());
     assertThat(trusted.exit()).as(trusted.err()).isZero();
     assertThat(Files.readString(out)).contains("/fns-tls/docker-data/services/s1");
-    // the system's store does not know the test CA: the server is refused, nothing falls back
-    Run untrusted = LocalAttackIT.jar(pki, env(false), List.of(), null, "record", "--from-revision", "1", "--out",
-        pki.resolve("dump3.jsonl").toString());
-    assertThat(untrusted.exit()).as(untrusted.out()).isEqualTo(1);
-    assertThat(untrusted.err()).as("the failure names the etcd endpoint").contains(etcd.endpoint());
+    // the system's store does not know the test CA: the daemon's client refuses the server, nothing falls back
+    Map<String, String> daemonEnv = new java.util.HashMap<>(env(false));
+    daemonEnv.put("AVAILABLE_SUBNETS", "10.0.0.0/8");
+    io.flannelnp.config.Config c = io.flannelnp.config.Config.fromEnv(daemonEnv, () -> "fns-tls");
+    assertThat(c.etcdTls()).as("client certificate, no CA file").isPresent();
+    io.vertx.core.Vertx vertx = io.vertx.core.Vertx.vertx();
+    try (io.flannelnp.etcd.EtcdStore store = new io.flannelnp.etcd.EtcdStore(vertx, c.etcdEndpoints(), c.etcdTls(),
+        java.time.Duration.ofSeconds(3))) {
+      Throwable t = org.assertj.core.api.Assertions.catchThrowable(
+          () -> store.get("/fns-tls/docker-data/services/s1").await(10, TimeUnit.SECONDS));
+      assertThat(t).as("a server the trust store does not know").isNotNull();
+      assertThat(t.getMessage()).as("the failure names the etcd endpoint").contains(etcd.endpoint());
+    } finally {
+      vertx.close().await(5, TimeUnit.SECONDS);
+    }
   }
 }
