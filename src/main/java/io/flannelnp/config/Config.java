@@ -38,7 +38,8 @@ public record Config(
     String logLevel,
     long nodeRecordsTtlSeconds,
     String adminToken,
-    String logFormat) {
+    String logFormat,
+    long gcGraceSeconds) {
 
   /** TLS material for etcd; a CA alone verifies the server, cert+key also authenticate us. */
   public record EtcdTls(Optional<Path> caFile, Optional<Path> certFile, Optional<Path> keyFile) {}
@@ -127,8 +128,10 @@ public record Config(
     if (!List.of("text", "json").contains(format)) {
       throw new ConfigException(Setting.LOG_FORMAT.name(), r.get(Setting.LOG_FORMAT), "must be text or json");
     }
+    long gcGrace = r.integer(Setting.GC_GRACE, 5, 86400);
     return new Config(List.copyOf(endpoints), prefix, tls, flannel, List.copyOf(subnets), netSize, hostSize,
-        clusterSize, vniStart, ttl, compat, dnsTtl, hook, socket, dockerSocket, node, admin, level, recordsTtl, token, format);
+        clusterSize, vniStart, ttl, compat, dnsTtl, hook, socket, dockerSocket, node, admin, level, recordsTtl, token, format,
+        gcGrace);
   }
 
   // ---- capacity -------------------------------------------------------------------------

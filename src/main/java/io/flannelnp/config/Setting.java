@@ -25,6 +25,7 @@ public enum Setting {
   DOCKER_SOCKET("/run/docker.sock", "Unix socket of the Docker Engine API."),
   NODE_NAME("", "Name of this node in logs, subnet leases and address owners; must be unique per node (Swarm does not enforce unique host names); default: the host name."),
   NODE_RECORDS_TTL("30", "Seconds a dead node's container records stay in etcd (the TTL of the node's etcd lease; 5-3600)."),
+  GC_GRACE("120", "Seconds a record stays after Docker stopped holding it (a container's address or endpoint, a leader's address, a gone node's records, a network Docker forgot) before it is freed (5-86400)."),
   ADMIN_LISTEN("", "host:port of the admin server (health, metrics, console); empty: off."),
   ADMIN_TOKEN("", "Bearer token the admin server demands (header Authorization: Bearer T, or ?token=T); required when ADMIN_LISTEN is not loopback."),
   LOG_LEVEL("info", "error, warn, info, debug or trace."),
