@@ -294,15 +294,17 @@ public final class IpamApi {
   }
 
   /**
-   * This node's container address for the same request that no endpoint has claimed yet. Without a
-   * placeholder and a MAC a request names nothing to match, so it always gets a new address.
+   * This node's container address for the same request: the same MAC and placeholder (one
+   * container), or without a MAC the same placeholder on an address no endpoint has claimed yet.
+   * A request that names neither always gets a new address.
    */
   private Future<Optional<Allocation>> untagged(String fid, String mac, String placeholder) {
     if (mac.isEmpty() && placeholder.isEmpty()) {
       return Future.succeededFuture(Optional.empty());
     }
     return ipam.find(fid, o -> o.kind() == Kind.CONTAINER && o.space() == Space.LOCAL && o.node().equals(node)
-        && o.endpoint().isEmpty() && o.mac().equals(mac) && o.placeholder().equals(placeholder), false);
+        && (!mac.isEmpty() || o.endpoint().isEmpty()) && o.mac().equals(mac) && o.placeholder().equals(placeholder),
+        false);
   }
 
   /** Network, cluster gateway, and every node block's VTEP, gateway and broadcast addresses. */

@@ -96,11 +96,12 @@ public final class GcVerticle extends ReconcilerVerticle {
 
   @Override
   protected Future<?> stopPlane() {
-    // the node record stays until its lease expires: a restarting plugin is not a dead node
+    // An orderly stop takes the node record away at once; that alone never makes the node look
+    // dead (its Flannel leases stay), and a restart writes it again.
     if (nodeKeepAlive != null) {
       nodeKeepAlive.close();
     }
-    return Future.succeededFuture();
+    return nodeLease == 0 ? Future.succeededFuture() : etcd.revokeLease(nodeLease).recover(e -> Future.succeededFuture());
   }
 
   @Override
@@ -282,6 +283,9 @@ public final class GcVerticle extends ReconcilerVerticle {
    * on its own lease, so a node that is gone loses it after NODE_RECORDS_TTL.
    */
   private Future<Void> writeNodeRecord(DockerView v) {
+    if (v == null && nodeLease == 0) {
+      return Future.succeededFuture(); // not a Docker host (yet): nothing to say who this node is
+    }
     return publicIp.get().recover(e -> Future.succeededFuture("")).compose(ip -> {
       JsonObject rec = new JsonObject().put("Node", me).put("SwarmNodeID", v == null ? "" : v.nodeId())
           .put("PublicIP", ip).put("Manager", v != null && v.manager()).put("Version", version);
