@@ -33,7 +33,8 @@ import java.util.TreeSet;
  * <p>Who decides what (Docker > etcd): a node judges its own containers' addresses and endpoint
  * records against its own Docker; a manager whose Swarm lists answered judges the leader's
  * addresses (task attachments, VIPs, gateways) and networks against the Swarm, and a dead node's
- * records (a node with no node record and no Flannel lease left) against nothing but time.
+ * records (a node with no node record and no Flannel lease left) against nothing but time; that
+ * is left to one node, the live node with the lowest name, so the cluster does it once.
  */
 public record Garbage(List<Reclaim> reclaims, List<Restore> restores, List<Removal> removals, List<String> problems) {
 
@@ -66,8 +67,13 @@ public record Garbage(List<Reclaim> reclaims, List<Restore> restores, List<Remov
       if (view.manager() && view.swarmComplete()) {
         swarm(schema, st, view, reclaims, removals);
       }
-      if (view.manager()) {
-        deadNodes(schema, st, me, reclaims);
+    }
+    if (st.judgesTheDead(me)) {
+      deadNodes(schema, st, me, reclaims);
+      for (String fid : st.pools.keySet()) {
+        if (st.freed(fid) && st.endpointsOf(fid) == 0) {
+          removals.add(new Removal(fid, true, "Docker freed network " + fid + " and no endpoint is left"));
+        }
       }
     }
     return new Garbage(List.copyOf(reclaims), List.copyOf(restores), List.copyOf(removals), List.copyOf(problems));
@@ -143,13 +149,7 @@ public record Garbage(List<Reclaim> reclaims, List<Restore> restores, List<Remov
       }
     }
     for (String fid : st.pools.keySet()) {
-      int left = st.endpointsOf(fid);
-      boolean freed = st.freed(fid);
-      if (left > 0) {
-        continue;
-      }
-      if (freed) {
-        removals.add(new Removal(fid, true, "Docker freed network " + fid + " and no endpoint is left"));
+      if (st.endpointsOf(fid) > 0 || st.freed(fid)) {
         continue;
       }
       String dockerId = st.dockerIds.get(fid);
@@ -167,13 +167,8 @@ public record Garbage(List<Reclaim> reclaims, List<Restore> restores, List<Remov
    * lease in any network. Deleted only while the node record is still absent.
    */
   private static void deadNodes(EtcdSchema schema, State st, String me, List<Reclaim> reclaims) {
-    Set<String> named = new TreeSet<>();
-    st.allocations.stream().filter(a -> a.owner.readable() && a.owner.space() == Owner.Space.LOCAL)
-        .forEach(a -> named.add(a.owner.node()));
-    st.endpoints.forEach(e -> named.add(e.node));
-    st.poolRefs.forEach(r -> named.add(r.node));
-    for (String n : named) {
-      if (n.equals(me) || n.isEmpty() || st.nodes.contains(n) || st.holdsLease(n)) {
+    for (String n : st.named()) {
+      if (n.equals(me) || st.nodes.contains(n) || st.holdsLease(n)) {
         continue;
       }
       String guard = schema.node(n);
@@ -371,6 +366,29 @@ public record Garbage(List<Reclaim> reclaims, List<Restore> restores, List<Remov
       String mac = FlannelJson.vtepMac(node, rec.vni());
       return leases.getOrDefault(fid, List.of()).stream().filter(l -> l.vtepMac.equals(mac)).map(l -> l.block)
           .findFirst();
+    }
+
+    /** Every node name a record mentions: allocation owners, endpoint records, pool references. */
+    Set<String> named() {
+      Set<String> out = new TreeSet<>();
+      allocations.stream().filter(a -> a.owner.readable() && a.owner.space() == Owner.Space.LOCAL)
+          .forEach(a -> out.add(a.owner.node()));
+      endpoints.forEach(e -> out.add(e.node));
+      poolRefs.forEach(r -> out.add(r.node));
+      out.remove("");
+      return out;
+    }
+
+    /**
+     * Whether {@code me} is the node that frees gone nodes' records: of the live nodes (those with
+     * a node record or a Flannel lease) the one whose name sorts first.
+     */
+    boolean judgesTheDead(String me) {
+      Set<String> candidates = new TreeSet<>(named());
+      candidates.addAll(nodes);
+      candidates.add(me);
+      return candidates.stream().filter(n -> nodes.contains(n) || holdsLease(n)).findFirst().filter(me::equals)
+          .isPresent();
     }
 
     boolean holdsLease(String node) {
