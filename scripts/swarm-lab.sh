@@ -1,24 +1,47 @@
 #!/usr/bin/env bash
-# scripts/swarm-lab.sh: a Docker Swarm of real dockerds (Debian docker.io 20.10), one per network
-# namespace, on this machine; flannel-np is installed on it like an operator would.
+# scripts/swarm-lab.sh: a Docker Swarm of real dockerds, one per network namespace, on this
+# machine; flannel-np is installed on it like an operator would.
 #
-#   swarm-lab.sh up [N=3]             infra netns (bridge + etcd), N nodes, swarm, busybox image
+#   swarm-lab.sh up [N=3] [--docker V,…] [--etcd 1|3] [--hook]
+#                                     infra netns (bridge + etcd), N nodes, swarm, busybox image
+#       --docker V,…   the engine of each node in turn (a shorter list repeats its last entry):
+#                      host (or its version, 20.10 on Debian 12) = the machine's docker.io;
+#                      26 = Debian trixie's docker.io 26.1; 28 = Debian sid's docker.io 28.5.
+#                      Default: host on every node. Node 1 is the Swarm's manager.
+#       --etcd M       M etcd members (1 or 3; default 1), data on tmpfs
+#       --hook         the OCI hook (hook/) as default runtime on every node whose engine is 27
+#                      or older (Docker 28 calls Join before the container starts: no hook)
 #   swarm-lab.sh down                 remove everything; exit 1 if the host differs from before `up`
-#   swarm-lab.sh dk I ARGS…           docker CLI (20.10) against node I
-#   swarm-lab.sh exec I CMD…          CMD in node I's net, mount and UTS namespaces (dockerd's view)
+#   swarm-lab.sh roots V,…            build (once) and print the cached roots of engines 26 / 28
+#   swarm-lab.sh versions             per node: engine, API max/min, containerd, runc, hook
+#   swarm-lab.sh dk I ARGS…           docker CLI (the host's, 20.10) against node I
+#   swarm-lab.sh exec I CMD…          CMD in node I's net, mount and UTS namespaces (dockerd's view;
+#                                     on a 26/28 node its tools come from that engine's root)
 #   swarm-lab.sh install-plugin DIR NAME:TAG [KEY=VALUE…]
 #                                     docker plugin create + set + enable on every node; values may
-#                                     use {i} {node} {ip} {etcd}; prints enable→socket times
-#   swarm-lab.sh etcdctl ARGS…        etcdctl against the lab's etcd
+#                                     use {i} {node} {ip} {etcd} {hook} (true where --hook
+#                                     installed it); prints enable→socket times
+#   swarm-lab.sh etcdctl ARGS…        etcdctl against every etcd member
+#   swarm-lab.sh etcdctl-member I ARGS…  etcdctl against member I alone
+#   swarm-lab.sh etcd-endpoints       the members' client URLs, member 1 first, one per line
+#   swarm-lab.sh etcd-leader          the number of the member that is raft leader
+#   swarm-lab.sh etcd-stop I|all      SIGSTOP member I (or all): it holds its sockets, answers nothing
+#   swarm-lab.sh etcd-cont I|all      SIGCONT
+#   swarm-lab.sh etcd-kill I|all      SIGKILL; its data stays (the tmpfs outlives it)
+#   swarm-lab.sh etcd-start I|all     start a killed member again on its data (it rejoins)
 #
 # FNP_LAB_DNS_HOSTS="name=a.b.c.d,…" (optional): `up` also runs dnsmasq on the lab bridge
 # ($NET.1:53, answering only these names, never forwarding) and gives every dockerd
 # "dns": ["$NET.1"], so names outside the Swarm are answered through Docker's upstream.
 #
 # Layout (names from FNP_LAB_PREFIX, default fnp; state in FNP_LAB_STATE, default /tmp/fnp-lab):
-#   netns fnp-infra: bridge fnpbr0 $NET.1/24 and etcd :2379 (data on tmpfs)
+#   netns fnp-infra: bridge fnpbr0 with $NET.1/24 (… $NET.M for M members), etcd member I on
+#     $NET.I:2379 (peers :2380); their data on one tmpfs held by a keeper process, so a member
+#     killed and started again finds its data
 #   netns fnpI: eth0 $NET.(10+I)/24 (veth to the bridge, no default route), dockerd in its own
 #     mount + UTS namespace (scripts/swarm-lab/node-init.sh); fnp1 is the manager
+#   engine roots (26, 28): $FNP_CACHE (default /var/cache/flannel-np, beside the plugin's rootfs),
+#     built once with mmdebstrap from deb.debian.org, never changed by a node (an overlay)
 # Nothing is created in the root network namespace; `down` proves it with a snapshot diff.
 set -euo pipefail
 
@@ -29,7 +52,10 @@ STATE="${FNP_LAB_STATE:-/tmp/fnp-lab}"
 NET="${FNP_LAB_NET:-198.18.7}"
 BR="${PREFIX}br0"
 ETCD_IP="$NET.1"
-ETCD="http://$ETCD_IP:2379"
+CACHE="${FNP_CACHE:-/var/cache/flannel-np}"
+MIRROR="${FNP_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+HOOK_DIR="$STATE/hook"
+REPO="$(cd "$LAB_DIR/../.." && pwd)"
 WAIT="${FNP_LAB_WAIT:-60}"
 IMAGE="${FNP_LAB_IMAGE:-fnp/busybox:latest}"
 DOCKER_BIN="${DOCKER_BIN:-/usr/bin/docker}"   # the 20.10 CLI; /usr/local/bin/docker may be newer
@@ -46,6 +72,115 @@ nodes()     { cat "$STATE/nodes" 2>/dev/null || echo 0; }
 dk()        { local i="$1"; shift; DOCKER_HOST="unix://$(node_sock "$i")" "$DOCKER_BIN" "$@"; }
 check_node() {
   [[ "$1" =~ ^[0-9]+$ ]] && (( $1 >= 1 && $1 <= $(nodes) )) || die "no lab node '$1' (nodes: 1..$(nodes))"
+}
+
+# ---- engines -------------------------------------------------------------------------------------
+
+host_engine() { dockerd --version | sed -nE 's/^Docker version ([0-9]+\.[0-9]+).*/\1/p'; }
+# What a node's root needs: the engine, what dockerd and its containerd/runc execute (iptables,
+# ip, nft), and the tools the lab and the tests run inside a node's mount namespace (exec): ip,
+# bridge, nft, iptables, nsenter, dig, curl, ps and the engine's own docker CLI.
+ROOT_PACKAGES=(docker.io docker-cli iptables iproute2 nftables util-linux mount procps dnsutils curl ca-certificates)
+suite_of() { case "$1" in 26) echo trixie ;; 28) echo sid ;; *) return 1 ;; esac; }
+
+# engine_root V: the cached root directory of engine V (26 or 28), built once with mmdebstrap.
+# The archive this machine sees may serve a Release file past its Valid-Until date: accepted.
+engine_root() {
+  local v="$1" suite key dir inc
+  suite=$(suite_of "$v") || die "no root for engine '$v' (26 or 28)"
+  key=$(printf '%s\n' "$suite" "$MIRROR" "${ROOT_PACKAGES[@]}" | sha256sum | cut -c1-16)
+  dir="$CACHE/docker-$suite-$key"
+  if [[ ! -f "$dir/.complete" ]]; then
+    command -v mmdebstrap >/dev/null || die "engine $v needs mmdebstrap to build its root (apt-get install mmdebstrap)"
+    mkdir -p "$CACHE"
+    # one builder at a time per root: two labs starting together must not both write it
+    exec 8>"$dir.lock"
+    flock 8
+    if [[ ! -f "$dir/.complete" ]]; then
+      log "building the root of Docker $v (Debian $suite's docker.io) in $dir: mmdebstrap, once (about a minute)"
+      rm -rf "$dir" "$dir.tmp"
+      inc=$(IFS=,; echo "${ROOT_PACKAGES[*]}")
+      mmdebstrap --variant=minbase --include="$inc" --aptopt='Acquire::Check-Valid-Until "false"' \
+        --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+        "$suite" "$dir.tmp" "deb $MIRROR $suite main" >&2 || { rm -rf "$dir.tmp"; die "mmdebstrap of $suite failed (see above)"; }
+      [[ -x "$dir.tmp/usr/sbin/dockerd" && -x "$dir.tmp/usr/sbin/runc" ]] || { rm -rf "$dir.tmp"; die "the $suite root has no dockerd or runc"; }
+      chroot "$dir.tmp" dpkg-query -W -f '${Package} ${Version}\n' docker.io docker-cli containerd runc >"$dir.tmp/.complete"
+      mv "$dir.tmp" "$dir"
+    fi
+    exec 8>&-
+    rm -f "$dir.lock"
+  fi
+  echo "$dir"
+}
+
+# engine_spec LIST N: one engine per node (host, the host's version, 26 or 28), one per line
+engine_spec() {
+  local list="$1" n="$2" hv v i last=host out=() given=()
+  hv=$(host_engine)
+  IFS=, read -ra given <<<"$list"
+  ((${#given[@]} >= 1)) || die "--docker needs a list like 28,20.10,26"
+  for ((i = 0; i < n; i++)); do
+    v="${given[$i]:-$last}"; last="$v"
+    case "$v" in
+      host|"$hv") out+=(host) ;;
+      26|28) out+=("$v") ;;
+      *) die "--docker: unknown engine '$v' (host or $hv = this machine's dockerd; 26 = Debian trixie's docker.io; 28 = Debian sid's)" ;;
+    esac
+  done
+  printf '%s\n' "${out[@]}"
+}
+engine_of() { cat "$(node_dir "$1")/engine" 2>/dev/null || echo host; }
+engine_major() { # I: the node's engine major version (from the daemon itself)
+  dk "$1" version -f '{{.Server.Version}}' | cut -d. -f1
+}
+
+# ---- etcd ------------------------------------------------------------------------------------------
+# Member I listens on $NET.I (member 1 on the bridge's own address). All members' data sit on one
+# tmpfs mounted in the private mount namespace of a keeper process (a `sleep`): a member killed
+# with SIGKILL comes back on its data, and nothing is mounted in the host's namespace.
+
+members()     { cat "$STATE/etcd-members" 2>/dev/null || echo 0; }
+member_ip()   { echo "$NET.$1"; }
+member_url()  { echo "http://$(member_ip "$1"):2379"; }
+member_name() { echo "$PREFIX-etcd$1"; }
+member_pid()  { local p; p=$(cat "$STATE/etcd$1.pid" 2>/dev/null) || return 1
+  alive "$p" && [[ "$(cat "/proc/$p/comm" 2>/dev/null)" == etcd ]] && echo "$p"; }
+endpoints() { local i out=(); for ((i = 1; i <= $(members); i++)); do out+=("$(member_url "$i")"); done; (IFS=,; echo "${out[*]}"); }
+check_member() {
+  [[ "$1" == all ]] && return 0
+  [[ "$1" =~ ^[0-9]+$ ]] && (( $1 >= 1 && $1 <= $(members) )) || die "no etcd member '$1' (members: 1..$(members), or all)"
+}
+member_list() { if [[ "$1" == all ]]; then seq 1 "$(members)"; else echo "$1"; fi; }
+infra_etcdctl() { nsenter --net="/run/netns/$INFRA" -- etcdctl "$@"; }
+
+start_member() { # I: start (or start again) member I on its data dir
+  local i="$1" M cluster=() k kpid
+  M=$(members); kpid=$(cat "$STATE/etcd-keeper.pid")
+  [[ "$(cat "/proc/$kpid/comm" 2>/dev/null)" == sleep ]] || die "the etcd data keeper (pid $kpid) is gone"
+  for ((k = 1; k <= M; k++)); do cluster+=("$(member_name "$k")=http://$(member_ip "$k"):2380"); done
+  # the keeper's mount namespace (the tmpfs) and network namespace (infra)
+  setsid nsenter -t "$kpid" -m -n -- etcd --name "$(member_name "$i")" --data-dir "$STATE/etcd/m$i" \
+    --listen-client-urls "$(member_url "$i")" --advertise-client-urls "$(member_url "$i")" \
+    --listen-peer-urls "http://$(member_ip "$i"):2380" --initial-advertise-peer-urls "http://$(member_ip "$i"):2380" \
+    --initial-cluster "$(IFS=,; echo "${cluster[*]}")" --initial-cluster-token "$PREFIX-lab" \
+    --logger zap --log-level warn </dev/null >>"$STATE/etcd$i.log" 2>&1 &
+  echo $! >"$STATE/etcd$i.pid"
+}
+
+start_etcd() { # M
+  local M="$1" i kpid
+  echo "$M" >"$STATE/etcd-members"
+  for ((i = 2; i <= M; i++)); do ip -n "$INFRA" addr add "$(member_ip "$i")/24" dev "$BR"; done
+  mkdir -p "$STATE/etcd"
+  setsid nsenter --net="/run/netns/$INFRA" -- unshare --mount --propagation slave -- \
+    sh -c 'mount -n -t tmpfs -o size=512m fnp-etcd "$0" && mkdir "$0/ready" && exec sleep infinity' "$STATE/etcd" \
+    </dev/null >"$STATE/etcd-keeper.log" 2>&1 &
+  kpid=$!
+  echo "$kpid" >"$STATE/etcd-keeper.pid"
+  # the keeper's "ready" is on its tmpfs: visible through its root only once the mount is there
+  wait_until 10 "etcd tmpfs" test -d "/proc/$kpid/root$STATE/etcd/ready" || die "etcd's tmpfs did not come up ($STATE/etcd-keeper.log)"
+  for ((i = 1; i <= M; i++)); do start_member "$i"; done
 }
 
 wait_until() { # SECONDS WHAT CMD…: poll every 0.2 s, bounded
@@ -94,12 +229,32 @@ snapshot() {
 }
 
 cmd_up() {
-  local N="${1:-3}" t0=$SECONDS i ns d
-  [[ "$N" =~ ^[0-9]+$ ]] && (( N >= 1 && N <= 50 )) || die "up: N must be 1..50, got '$N'"
-  for c in ip nsenter unshare setsid dockerd containerd runc etcd etcdctl iptables nft busybox "$DOCKER_BIN"; do
+  local N=3 t0=$SECONDS i ns d docker="" M=1 hook=0
+  if [[ "${1:-}" =~ ^[0-9]+$ ]]; then N="$1"; shift; fi
+  while (($#)); do
+    case "$1" in
+      --docker) [[ $# -ge 2 ]] || die "--docker needs a list like 28,20.10,26"; docker="$2"; shift 2 ;;
+      --etcd) [[ "${2:-}" =~ ^(1|3)$ ]] || die "--etcd needs 1 or 3 members, got '${2:-}'"; M="$2"; shift 2 ;;
+      --hook) hook=1; shift ;;
+      *) die "up: unknown argument '$1' (up [N] [--docker V,…] [--etcd 1|3] [--hook])" ;;
+    esac
+  done
+  (( N >= 1 && N <= 50 )) || die "up: N must be 1..50, got '$N'"
+  for c in ip nsenter unshare setsid flock dockerd containerd runc etcd etcdctl iptables nft busybox "$DOCKER_BIN"; do
     command -v "$c" >/dev/null || die "missing command '$c' (apt-get install docker.io etcd-server etcd-client busybox-static)"
   done
   [[ $EUID -eq 0 ]] || die "must run as root"
+  local -a engines=() roots=()
+  mapfile -t engines < <(engine_spec "${docker:-host}" "$N")
+  ((${#engines[@]} == N)) || die "up: --docker '$docker' does not name an engine per node"
+  # roots first: a build that fails leaves no lab behind
+  for ((i = 1; i <= N; i++)); do
+    if [[ ${engines[i-1]} == host ]]; then roots[i]=""; else roots[i]=$(engine_root "${engines[i-1]}"); fi
+  done
+  if ((hook)); then
+    command -v make >/dev/null && command -v gcc >/dev/null || die "--hook builds hook/ (apt-get install gcc make libc6-dev)"
+    make -s -C "$REPO/hook" >&2 || die "--hook: make -C hook failed"
+  fi
   if [[ -e "$STATE" || -n "$(lab_netns)" ]]; then log "a previous lab exists: down first"; cmd_down || true; fi
   mkdir -p "$STATE" "$DOCKER_CONFIG"
   echo "$N" >"$STATE/nodes"
@@ -123,15 +278,7 @@ cmd_up() {
     ip -n "$ns" link set eth0 up
   done
 
-  mkdir -p "$STATE/etcd"
-  setsid nsenter --net="/run/netns/$INFRA" -- unshare --mount --propagation slave -- \
-    sh -c 'mount -n -t tmpfs -o size=512m fnp-etcd "$0" && exec "$@"' "$STATE/etcd" \
-    etcd --name fnp-etcd --data-dir "$STATE/etcd" \
-    --listen-client-urls "$ETCD" --advertise-client-urls "$ETCD" \
-    --listen-peer-urls "http://$ETCD_IP:2380" --initial-advertise-peer-urls "http://$ETCD_IP:2380" \
-    --initial-cluster "fnp-etcd=http://$ETCD_IP:2380" --logger zap --log-level warn \
-    </dev/null >"$STATE/etcd.log" 2>&1 &
-  echo $! >"$STATE/etcd.pid"
+  start_etcd "$M"
   local dns_json=""
   if [[ -n "${FNP_LAB_DNS_HOSTS:-}" ]]; then
     command -v dnsmasq >/dev/null || die "FNP_LAB_DNS_HOSTS needs dnsmasq (apt-get install dnsmasq-base)"
@@ -150,20 +297,30 @@ cmd_up() {
     dns_json=", \"dns\": [\"$ETCD_IP\"]"
   fi
 
+  local hooked=() hookdir
   for ((i = 1; i <= N; i++)); do
-    d=$(node_dir "$i"); ns=$(node_ns "$i")
+    d=$(node_dir "$i"); ns=$(node_ns "$i"); hookdir=""
     mkdir -p "$d"/{run,etc,varlib}
-    cat >"$d/etc/daemon.json" <<EOF
+    echo "${engines[i-1]}" >"$d/engine"
+    cat >"$d/etc/daemon.json" <<JSON
 {"storage-driver": "overlay2", "cgroup-parent": "/$PREFIX/$ns", "shutdown-timeout": 3,
  "live-restore": false, "log-driver": "json-file", "log-opts": {"max-size": "1m"}$dns_json}
-EOF
-    FNP_LAB_PREFIX="$PREFIX" setsid nsenter --net="/run/netns/$ns" -- \
+JSON
+    if ((hook)) && [[ ${engines[i-1]} != 28 ]]; then
+      # as an operator installs it (hook/install.sh), into the lab's own prefix and this node's
+      # daemon.json; runc is /usr/sbin/runc on the host and in every root
+      "$REPO/hook/install.sh" --prefix "$HOOK_DIR" --daemon-json "$d/etc/daemon.json" --runc /usr/sbin/runc >/dev/null
+      touch "$d/hook"; hooked+=("$i"); hookdir="$HOOK_DIR"
+    fi
+    FNP_LAB_PREFIX="$PREFIX" FNP_LAB_HOOK_DIR="$hookdir" setsid nsenter --net="/run/netns/$ns" -- \
       unshare --mount --uts --propagation slave -- \
-      "$LAB_DIR/node-init.sh" "$i" "$d" "$(node_ip "$i")" </dev/null >"$d/dockerd.log" 2>&1 &
+      "$LAB_DIR/node-init.sh" "$i" "$d" "$(node_ip "$i")" "${roots[i]}" </dev/null >"$d/dockerd.log" 2>&1 &
     echo $! >"$d/dockerd.pid"
   done
-  wait_until "$WAIT" "etcd" nsenter --net="/run/netns/$(node_ns 1)" etcdctl --endpoints "$ETCD" endpoint health \
-    || die "etcd did not come up ($STATE/etcd.log)"
+  wait_until "$WAIT" "etcd ($M member(s))" nsenter --net="/run/netns/$(node_ns 1)" etcdctl --endpoints "$(endpoints)" endpoint health \
+    || die "etcd did not come up ($STATE/etcd*.log)"
+  # each member's ID, in member order: etcd-leader names the leader by it
+  for ((i = 1; i <= M; i++)); do member_status "$i" | cut -d' ' -f1; done >"$STATE/etcd-ids"
   for ((i = 1; i <= N; i++)); do
     wait_until "$WAIT" "dockerd $i" dk "$i" version || { tail -20 "$(node_dir "$i")/dockerd.log" >&2; die "dockerd $i did not start"; }
     readlink "/proc/$(cat "$(node_dir "$i")/dockerd.pid")/ns/mnt" >"$(node_dir "$i")/mntns"
@@ -186,6 +343,10 @@ EOF
   mkdir -p "$img/rootfs"/{bin,etc,tmp,proc,sys,dev,root,www}
   cp /usr/bin/busybox "$img/rootfs/bin/busybox"
   for a in $(/usr/bin/busybox --list); do [[ "$a" == busybox ]] || ln -sf busybox "$img/rootfs/bin/$a"; done
+  # dnsttl (scripts/swarm-lab/dnsttl.c): a container's first query, with the answer's TTL
+  if ! gcc -O2 -static -o "$img/rootfs/bin/dnsttl" "$LAB_DIR/dnsttl.c" 2>"$img/gcc.log"; then
+    log "no static gcc (apt-get install gcc libc6-dev): the image has no dnsttl"; rm -f "$img/rootfs/bin/dnsttl"
+  fi
   printf 'root:x:0:0:root:/root:/bin/sh\n' >"$img/rootfs/etc/passwd"
   printf 'root:x:0:\n' >"$img/rootfs/etc/group"
   chmod 1777 "$img/rootfs/tmp"
@@ -197,7 +358,9 @@ EOF
   for p in "${pids[@]+"${pids[@]}"}"; do wait "$p"; done
   rm -rf "$img/rootfs" "$img/rootfs.tar"
   trap - EXIT
-  log "up: $N nodes Ready, etcd $ETCD, image $IMAGE, in $((SECONDS - t0))s"
+  local vers=()
+  for ((i = 1; i <= N; i++)); do vers+=("$(dk "$i" version -f '{{.Server.Version}}')"); done
+  log "up: $N nodes Ready (engines ${vers[*]}; hook on nodes: ${hooked[*]:-none}), etcd $(endpoints), image $IMAGE, in $((SECONDS - t0))s"
 }
 
 cmd_down() {
@@ -243,9 +406,16 @@ cmd_down() {
       sleep 0.3
     done
   done
-  if [[ -s "$STATE/etcd.pid" ]]; then
-    p=$(cat "$STATE/etcd.pid")
-    [[ "$(cat "/proc/$p/comm" 2>/dev/null)" == etcd ]] && stop_pid "$p" etcd 10
+  local k
+  for ((k = 1; k <= $(members); k++)); do
+    if p=$(member_pid "$k"); then
+      kill -CONT "$p" 2>/dev/null || true  # a frozen member would not act on SIGTERM
+      stop_pid "$p" "etcd member $k" 10
+    fi
+  done
+  if [[ -s "$STATE/etcd-keeper.pid" ]]; then
+    p=$(cat "$STATE/etcd-keeper.pid")
+    [[ "$(cat "/proc/$p/comm" 2>/dev/null)" == sleep ]] && stop_pid "$p" "etcd tmpfs keeper" 5
   fi
   if [[ -s "$STATE/dnsmasq.pid" ]]; then
     p=$(cat "$STATE/dnsmasq.pid")
@@ -291,7 +461,8 @@ cmd_install_plugin() {
   one() {
     local i="$1" s args=() id sock t0 t1 ms; shift
     for s in "$@"; do
-      s=${s//\{i\}/$i}; s=${s//\{node\}/$(node_ns "$i")}; s=${s//\{ip\}/$(node_ip "$i")}; s=${s//\{etcd\}/$ETCD}
+      s=${s//\{i\}/$i}; s=${s//\{node\}/$(node_ns "$i")}; s=${s//\{ip\}/$(node_ip "$i")}; s=${s//\{etcd\}/$(endpoints)}
+      s=${s//\{hook\}/$([[ -e "$(node_dir "$i")/hook" ]] && echo true || echo false)}
       args+=("$s")
     done
     if dk "$i" plugin inspect "$name" >/dev/null 2>&1; then
@@ -318,6 +489,68 @@ cmd_install_plugin() {
   return "$rc"
 }
 
+# versions: one line per node: I ENGINE-VERSION API MIN-API containerd=V runc=V hook=true|false engine=host|26|28
+# (runc asked directly: with the hook as default runtime the engine reports no runc component)
+cmd_versions() {
+  local N i pid runc
+  N=$(nodes); (( N >= 1 )) || die "no lab is up"
+  for ((i = 1; i <= N; i++)); do
+    pid=$(cat "$(node_dir "$i")/dockerd.pid")
+    runc=$(nsenter -t "$pid" -m -- runc --version | sed -n 's/^runc version //p')
+    dk "$i" version -f '{{json .Server}}' | python3 -c '
+import json, sys
+s = json.load(sys.stdin); c = {x["Name"]: x for x in s.get("Components") or []}
+e = c.get("Engine", {}); d = e.get("Details", {})
+print(sys.argv[1], e.get("Version", s.get("Version")), d.get("ApiVersion", s.get("ApiVersion")),
+      d.get("MinAPIVersion", s.get("MinAPIVersion")), "containerd=" + c.get("containerd", {}).get("Version", "?"),
+      "runc=" + (sys.argv[4] or "?"), "hook=" + sys.argv[2], "engine=" + sys.argv[3])
+' "$i" "$([[ -e "$(node_dir "$i")/hook" ]] && echo true || echo false)" "$(engine_of "$i")" "$runc"
+  done
+}
+
+# etcd-leader: asks each member that answers (a frozen one is skipped after 1 s) whom it follows
+cmd_etcd_leader() {
+  local M k out id lead=""
+  M=$(members); (( M >= 1 )) || die "no lab is up"
+  for ((k = 1; k <= M; k++)); do
+    out=$(member_status "$k") || continue
+    lead=${out#* }
+    break
+  done
+  [[ -n "$lead" ]] || die "no etcd member answered (all stopped or killed?)"
+  for ((k = 1; k <= M; k++)); do
+    id=$(sed -n "${k}p" "$STATE/etcd-ids")
+    [[ "$id" == "$lead" ]] && { echo "$k"; return 0; }
+  done
+  die "the members follow no leader (leader id '$lead'; a cluster without quorum elects none)"
+}
+
+# member_status I: "MEMBER-ID LEADER-ID" from member I itself (a frozen member: fails after 1 s)
+member_status() {
+  infra_etcdctl --endpoints "$(member_url "$1")" --command-timeout=1s endpoint status -w json 2>/dev/null \
+    | python3 -c 'import json,sys; s=json.load(sys.stdin)[0]["Status"]; print(s["header"]["member_id"], s["leader"])'
+}
+
+# etcd-stop|cont|kill|start I|all
+cmd_etcd_signal() {
+  local what="$1" k p
+  for k in $(member_list "$2"); do
+    case "$what" in
+      stop|cont|kill)
+        p=$(member_pid "$k") || die "etcd member $k is not running"
+        kill "-${what^^}" "$p"
+        [[ $what != kill ]] || { while alive "$p"; do sleep 0.05; done; }
+        log "etcd member $k (pid $p): SIG${what^^}" ;;
+      start)
+        ! member_pid "$k" >/dev/null || die "etcd member $k is running (etcd-kill it first)"
+        start_member "$k"
+        # serving again (its own status answers); a quorum is not waited for: it may be the point
+        wait_until "$WAIT" "etcd member $k serving" member_status "$k" || die "etcd member $k did not come back ($STATE/etcd$k.log)"
+        log "etcd member $k started again on its data (pid $(cat "$STATE/etcd$k.pid"))" ;;
+    esac
+  done
+}
+
 cmd="${1:-}"; shift || true
 case "$cmd" in
   up) cmd_up "$@" ;;
@@ -328,6 +561,16 @@ case "$cmd" in
     pid=$(cat "$(node_dir "$1")/dockerd.pid"); [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == dockerd ]] || die "node $1: dockerd not running"
     shift; exec nsenter -t "$pid" -n -m -u -- "$@" ;;
   install-plugin) cmd_install_plugin "$@" ;;
-  etcdctl) exec nsenter --net="/run/netns/$INFRA" -- etcdctl --endpoints "$ETCD" "$@" ;;
-  *) die "usage: swarm-lab.sh up [N] | down | dk I ARGS… | exec I CMD… | install-plugin DIR NAME:TAG [KEY=VALUE…] | etcdctl ARGS…" ;;
+  roots)
+    [[ $# -eq 1 ]] || die "usage: roots V,… (26, 28)"; [[ $EUID -eq 0 ]] || die "must run as root"
+    IFS=, read -ra vs <<<"$1"; for v in "${vs[@]}"; do r=$(engine_root "$v"); echo "$v $r $(tr '\n' ' ' <"$r/.complete")"; done ;;
+  versions) cmd_versions ;;
+  etcdctl) (( $(members) >= 1 )) || die "no lab is up"; exec nsenter --net="/run/netns/$INFRA" -- etcdctl --endpoints "$(endpoints)" "$@" ;;
+  etcdctl-member) [[ $# -ge 1 ]] || die "usage: etcdctl-member I ARGS…"; check_member "$1"; [[ $1 != all ]] || die "etcdctl-member needs one member"
+    k="$1"; shift; exec nsenter --net="/run/netns/$INFRA" -- etcdctl --endpoints "$(member_url "$k")" "$@" ;;
+  etcd-endpoints) (( $(members) >= 1 )) || die "no lab is up"; for ((k = 1; k <= $(members); k++)); do member_url "$k"; done ;;
+  etcd-leader) cmd_etcd_leader ;;
+  etcd-stop|etcd-cont|etcd-kill|etcd-start)
+    [[ $# -eq 1 ]] || die "usage: $cmd I|all"; check_member "$1"; cmd_etcd_signal "${cmd#etcd-}" "$1" ;;
+  *) die "usage: swarm-lab.sh up [N] [--docker V,…] [--etcd 1|3] [--hook] | down | roots V,… | versions | dk I ARGS… | exec I CMD… | install-plugin DIR NAME:TAG [KEY=VALUE…] | etcdctl ARGS… | etcdctl-member I ARGS… | etcd-endpoints | etcd-leader | etcd-stop|etcd-cont|etcd-kill|etcd-start I|all" ;;
 esac

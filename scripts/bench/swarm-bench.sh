@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# scripts/bench/swarm-bench.sh [--reps N] [--starts N] [--keep]
+# scripts/bench/swarm-bench.sh [--reps N] [--starts N] [--docker V,…] [--keep]
 #
 # flannel-np against Docker's own overlay network, in the same run, on the three-node lab Swarm
-# (scripts/swarm-lab.sh; one plugin per node, as scripts/demo.sh installs it):
+# (scripts/swarm-lab.sh; one plugin per node, as scripts/demo.sh installs it). --docker picks
+# the engines (swarm-lab.sh up --docker: host, 26 or 28 per node; `--docker 28`: every node on
+# Docker 28); both networks always run on the same engines:
 #
 #  (a) scale: `docker service scale -d` 3→10 and 10→3 (N reps each, default 5) of
 #        so: a VIP service on a flannel-np network, and
@@ -30,7 +32,7 @@ PREFIX="${FNP_LAB_PREFIX:-fnp}"
 PLUGIN_DIR="${FNP_PLUGIN_DIR:-/tmp/$PREFIX-plugin}"
 P="${FNP_PLUGIN:-flannel-np:bench}"
 IMAGE="${FNP_LAB_IMAGE:-fnp/busybox:latest}"
-REPS=5 STARTS=10 KEEP=0
+REPS=5 STARTS=10 KEEP=0 DOCKER=host
 LIMIT=60           # seconds an event may take before it counts as a timeout
 RESULTS=""         # samples; made once the cleanup trap is set
 t_start=$SECONDS
@@ -50,9 +52,10 @@ while (($#)); do
     --reps|--starts)
       [[ $# -ge 2 && "$2" =~ ^[0-9]+$ ]] && (( $2 >= 1 && $2 <= 50 )) || die "$1 needs a number 1..50, got '${2:-}'"
       [[ $1 == --reps ]] && REPS=$2 || STARTS=$2; shift 2 ;;
+    --docker) [[ $# -ge 2 ]] || die "--docker needs a list like 28 or 28,host,26"; DOCKER=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown option '$1' (swarm-bench.sh [--reps N] [--starts N] [--keep])" ;;
+    -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option '$1' (swarm-bench.sh [--reps N] [--starts N] [--docker V,…] [--keep])" ;;
   esac
 done
 [[ $EUID -eq 0 ]] || die "must run as root (network namespaces, dockerd)"
@@ -92,7 +95,8 @@ if [[ ! -f "$PLUGIN_DIR/config.json" || "$JAR" -nt "$PLUGIN_DIR/rootfs/opt/flann
   "$ROOT/scripts/build-plugin.sh" "$PLUGIN_DIR"
 fi
 LAB_UP=1
-"$LAB" up 3
+"$LAB" up 3 --docker "$DOCKER"
+ENGINES=$("$LAB" versions | awk '{printf "%s%s", sep, $2; sep=","}')
 "$LAB" install-plugin "$PLUGIN_DIR" "$P" ETCD_ENDPOINTS={etcd} NODE_NAME={node} \
   AVAILABLE_SUBNETS=10.200.0.0/16 DEFAULT_FLANNEL_OPTIONS=-iface=eth0 2>&1 | sed 's/^/  /' >&2
 
@@ -205,9 +209,9 @@ done
 
 # ---- summary --------------------------------------------------------------------------------------
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
-python3 - "$RESULTS/samples" "$(nproc)" "$LOAD_BEFORE" "$LOAD_AFTER" <<'EOF'
+python3 - "$RESULTS/samples" "$(nproc)" "$LOAD_BEFORE" "$LOAD_AFTER" "$ENGINES" <<'EOF'
 import re, statistics, sys
-path, cpus, load0, load1 = sys.argv[1:5]
+path, cpus, load0, load1, engines = sys.argv[1:6]
 series = {}  # measure -> list of ms; None = timeout
 ms = lambda t: None if t == '-1' else int(t)
 def add(k, v): series.setdefault(k, []).append(v)
@@ -235,7 +239,7 @@ def stats(xs):
     if not ok: return None
     p90 = ok[min(len(ok) - 1, max(0, -(-9 * len(ok) // 10) - 1))]
     return statistics.median(ok), p90, len(xs) - len(ok), len(xs)
-print(f'\nswarm-bench: 3 nodes, {cpus} CPUs, load average {load0} before, {load1} after (ms; median / p90 over n; t/o = timeouts)')
+print(f'\nswarm-bench: 3 nodes (Docker {engines}), {cpus} CPUs, load average {load0} before, {load1} after (ms; median / p90 over n; t/o = timeouts)')
 med = {}
 for k in sorted(series):
     s = stats(series[k])

@@ -149,10 +149,101 @@ final class SwarmLab {
     return lab(Duration.ofSeconds(30), concat("exec", Integer.toString(node), args));
   }
 
+  /**
+   * `swarm-lab.sh up N --docker ENGINES --etcd MEMBERS [--hook]`: ENGINES one per node ("28,host,26";
+   * host is this machine's docker.io), the OCI hook on every node of engine 27 or older when asked.
+   * A first run builds the 26/28 roots (mmdebstrap, a few minutes); later runs find them cached.
+   */
+  Result up(int nodes, String engines, int etcdMembers, boolean hook) {
+    List<String> a = new ArrayList<>(List.of("up", Integer.toString(nodes), "--docker", engines, "--etcd", Integer.toString(etcdMembers)));
+    if (hook) {
+      a.add("--hook");
+    }
+    return lab(Duration.ofMinutes(15), a.toArray(String[]::new));
+  }
+
+  /** One node's engine as its daemon reports it (`swarm-lab.sh versions`). */
+  record Engine(int node, String version, String api, String minApi, String containerd, String runc, boolean hook, String kind) {
+    int major() {
+      return Integer.parseInt(version.split("\\.")[0]);
+    }
+  }
+
+  /** Every node's engine, by node number. */
+  Map<Integer, Engine> versions() {
+    Map<Integer, Engine> out = new LinkedHashMap<>();
+    for (String line : lab(Duration.ofSeconds(60), "versions").out().lines().toList()) {
+      String[] f = line.strip().split(" ");
+      int node = Integer.parseInt(f[0]);
+      out.put(node, new Engine(node, f[1], f[2], f[3], f[4].substring("containerd=".length()), f[5].substring("runc=".length()),
+          f[6].equals("hook=true"), f[7].substring("engine=".length())));
+    }
+    return out;
+  }
+
+  /** The node's own docker CLI (from its engine's root) against its daemon: for options the host's 20.10 CLI lacks. */
+  Result nodeDocker(int node, String... args) {
+    List<String> a = new ArrayList<>(List.of("exec", Integer.toString(node), "docker", "-H", "unix:///run/docker.sock"));
+    a.addAll(List.of(args));
+    return lab(Duration.ofSeconds(90), a.toArray(String[]::new));
+  }
+
+  // ---- etcd (one member, or three with up(…, 3, …)) ---------------------------------------------
+
+  /** etcdctl against every member. */
   Result etcdctl(String... args) {
     List<String> a = new ArrayList<>(List.of("etcdctl"));
     a.addAll(List.of(args));
     return lab(Duration.ofSeconds(30), a.toArray(String[]::new));
+  }
+
+  /** etcdctl against member (1..M) alone. */
+  Result etcdctlAt(int member, String... args) {
+    List<String> a = new ArrayList<>(List.of("etcdctl-member", Integer.toString(member)));
+    a.addAll(List.of(args));
+    return lab(Duration.ofSeconds(30), a.toArray(String[]::new));
+  }
+
+  /** The members' client URLs, member 1 first. */
+  List<String> etcdEndpoints() {
+    return lab(Duration.ofSeconds(10), "etcd-endpoints").out().lines().map(String::strip).filter(l -> !l.isEmpty()).toList();
+  }
+
+  /** The member (1..M) that is raft leader, as the first member that answers says. */
+  int etcdLeader() {
+    return Integer.parseInt(lab(Duration.ofSeconds(30), "etcd-leader").out().strip());
+  }
+
+  /** SIGSTOP member (1..M): it keeps its sockets open and answers nothing. */
+  void etcdStop(int member) {
+    etcdSignal("etcd-stop", Integer.toString(member));
+  }
+
+  void etcdStopAll() {
+    etcdSignal("etcd-stop", "all");
+  }
+
+  /** SIGCONT member (1..M). */
+  void etcdCont(int member) {
+    etcdSignal("etcd-cont", Integer.toString(member));
+  }
+
+  void etcdContAll() {
+    etcdSignal("etcd-cont", "all");
+  }
+
+  /** SIGKILL member (1..M); its data stays for {@link #etcdStart}. */
+  void etcdKill(int member) {
+    etcdSignal("etcd-kill", Integer.toString(member));
+  }
+
+  /** Starts a killed member again on its data; returns once it serves (quorum is not waited for). */
+  void etcdStart(int member) {
+    etcdSignal("etcd-start", Integer.toString(member));
+  }
+
+  private void etcdSignal(String cmd, String member) {
+    lab(Duration.ofSeconds(90), cmd, member).out();
   }
 
   /** nslookup NAME in a container on node I (busybox; both A and AAAA are asked). */
