@@ -522,7 +522,7 @@ public final class EtcdStore implements AutoCloseable {
     String msg = rootMessage(root);
     if (root instanceof TimeoutException || root instanceof java.util.concurrent.CancellationException
         || msg.contains("UNAVAILABLE") || msg.contains("DEADLINE_EXCEEDED") || msg.contains("Connection refused")
-        || msg.contains("io exception")) {
+        || msg.contains("io exception") || msg.contains("channel closed") || msg.contains("Connection reset")) {
       return new EtcdUnavailableException(endpoints, msg);
     }
     return root;

@@ -846,16 +846,14 @@ public final class Ipam {
   }
 
   /**
-   * A create-once write whose answer did not come in time may still have been committed: remember
-   * it (the caller is told it failed, so an address it created must be freed again), and make the
-   * next search read etcd instead of the cache.
+   * A create-once write that failed without an answer (a deadline, a broken connection) may still
+   * have been committed: remember it (the caller is told it failed, so an address it created must
+   * be freed again), and make the next search read etcd instead of the cache.
    */
   private Future<Txn.Result> uncertainOnTimeout(String key, String value, Future<Txn.Result> write) {
     return write.onFailure(err -> {
-      if (err instanceof io.flannelnp.etcd.EtcdUnavailableException) {
-        uncertain.put(key, value);
-        schema.flannelIdOf(key).ifPresent(used::remove);
-      }
+      uncertain.put(key, value);
+      schema.flannelIdOf(key).ifPresent(used::remove);
     });
   }
 
