@@ -191,9 +191,9 @@ start_etcd() { # M
 }
 
 wait_until() { # SECONDS WHAT CMD…: poll every 0.2 s, bounded
-  local end=$((SECONDS + $1)) what="$2"; shift 2
+  local max="$1" end=$((SECONDS + $1)) what="$2"; shift 2
   until "$@" >/dev/null 2>&1; do
-    (( SECONDS < end )) || { log "timeout after $((end - SECONDS + $1))s waiting for: $what"; return 1; }
+    (( SECONDS < end )) || { log "timeout after ${max}s waiting for: $what"; return 1; }
     sleep 0.2
   done
 }
@@ -547,6 +547,18 @@ member_status() {
 # etcd-stop|cont|kill|start I|all
 cmd_etcd_signal() {
   local what="$1" k p
+  if [[ $what == start ]]; then
+    # every member first, then wait: one member alone has no quorum to come up with
+    for k in $(member_list "$2"); do
+      ! member_pid "$k" >/dev/null || die "etcd member $k is running (etcd-kill it first)"
+      start_member "$k"
+    done
+    for k in $(member_list "$2"); do
+      wait_until "$WAIT" "etcd member $k serving" member_status "$k" || die "etcd member $k did not come back ($STATE/etcd$k.log)"
+      log "etcd member $k started again on its data (pid $(cat "$STATE/etcd$k.pid"))"
+    done
+    return 0
+  fi
   for k in $(member_list "$2"); do
     case "$what" in
       stop|cont|kill)
