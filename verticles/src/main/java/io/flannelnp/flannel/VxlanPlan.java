@@ -38,7 +38,16 @@ import java.util.function.Predicate;
 public record VxlanPlan(Map<String, Network> networks, List<Own> own, List<String> problems, Set<String> frozen) {
 
   /** A network whose config is in etcd (every node's isolation rules know all of them). */
-  public record Network(String flannelId, Cidr subnet, int vni, int port, boolean vxlan) {
+  public record Network(String flannelId, Cidr subnet, int vni, int port, boolean vxlan, int subnetLen) {
+    /** With Flannel's default SubnetLen: 24, or two more than a Network smaller than a /22. */
+    public Network(String flannelId, Cidr subnet, int vni, int port, boolean vxlan) {
+      this(flannelId, subnet, vni, port, vxlan, defaultSubnetLen(subnet));
+    }
+
+    static int defaultSubnetLen(Cidr subnet) {
+      return subnet.prefix() > 22 ? Math.min(30, subnet.prefix() + 2) : 24;
+    }
+
     /** The VXLAN device name, or null when the VNI has none (more than 15 characters). */
     public String device() {
       try {
@@ -167,7 +176,7 @@ public record VxlanPlan(Map<String, Network> networks, List<Own> own, List<Strin
         rejected = e.getMessage();
       }
       Network fallback = prev != null && fid.equals(reservedSubnets.get(schema.addressSpace(prev.subnet()))) ? prev
-          : fromReservations(schema, fid, reservedSubnets, reservedVnis);
+          : fromReservations(schema, fid, reservedSubnets, reservedVnis, leases.getOrDefault(fid, List.of()));
       if (fallback != null) {
         networks.put(fid, fallback);
         problems.add("network " + fid + ": config rejected (" + rejected + "); kept as " + fallback.subnet() + " VNI "
@@ -205,6 +214,12 @@ public record VxlanPlan(Map<String, Network> networks, List<Own> own, List<Strin
         Lease l = pv.lease();
         if (!n.subnet().contains(l.block())) {
           problems.add("lease " + kv.key() + " ignored: " + l.block() + " is outside the network " + n.subnet());
+          continue;
+        }
+        if (l.block().prefix() != n.subnetLen()) {
+          // flanneld leases SubnetLen blocks only: anything else overlaps real nodes' blocks
+          problems.add("lease " + kv.key() + " ignored: a /" + l.block().prefix() + " is not a block of the network's"
+              + " SubnetLen /" + n.subnetLen());
           continue;
         }
         if (!"vxlan".equals(l.backendType())) {
@@ -251,7 +266,7 @@ public record VxlanPlan(Map<String, Network> networks, List<Own> own, List<Strin
 
   /** The network as its reservations name it (one subnet, one VNI), or null. */
   private static Network fromReservations(EtcdSchema schema, String fid, Map<String, String> subnets,
-      Map<Integer, String> vnis) {
+      Map<Integer, String> vnis, List<KeyValue> leases) {
     List<Cidr> mine = new ArrayList<>();
     subnets.forEach((key, holder) -> {
       if (holder.equals(fid)) {
@@ -266,7 +281,20 @@ public record VxlanPlan(Map<String, Network> networks, List<Own> own, List<Strin
     if (mine.size() != 1 || myVnis.size() != 1) {
       return null;
     }
-    return new Network(fid, mine.get(0), myVnis.get(0), FlannelJson.VXLAN_PORT, true);
+    // SubnetLen: what most of its leases are (they were cut by the config that is now broken)
+    Map<Integer, Integer> lens = new java.util.HashMap<>();
+    for (KeyValue kv : leases) {
+      String rest = kv.key().substring(kv.key().lastIndexOf('/') + 1);
+      int amp = rest.indexOf('&');
+      try {
+        lens.merge(Cidr.fromKey(amp >= 0 ? rest.substring(0, amp) : rest).prefix(), 1, Integer::sum);
+      } catch (IllegalArgumentException malformed) {
+        // not a lease key
+      }
+    }
+    int len = lens.entrySet().stream().max(Map.Entry.comparingByValue()).map(Map.Entry::getKey)
+        .orElse(Network.defaultSubnetLen(mine.get(0)));
+    return new Network(fid, mine.get(0), myVnis.get(0), FlannelJson.VXLAN_PORT, true, len);
   }
 
   private record Lease(Cidr block, String publicIp, String backendType, String vtepMac) {}
@@ -292,7 +320,11 @@ public record VxlanPlan(Map<String, Network> networks, List<Own> own, List<Strin
     if (port < 0 || port > 65535) {
       throw new IllegalArgumentException("Backend.Port " + port + " is not a UDP port");
     }
-    return new Network(fid, subnet, (int) vni, port == 0 ? FlannelJson.VXLAN_PORT : (int) port, vxlan);
+    long len = number(field(c, "SubnetLen"), Network.defaultSubnetLen(subnet), "SubnetLen");
+    if (len <= subnet.prefix() || len > 30) {
+      throw new IllegalArgumentException("SubnetLen " + len + " does not fit the Network " + subnet);
+    }
+    return new Network(fid, subnet, (int) vni, port == 0 ? FlannelJson.VXLAN_PORT : (int) port, vxlan, (int) len);
   }
 
   /** A lease: its key's block and its value {"PublicIP":..,"BackendType":"vxlan","BackendData":{..}}. */

@@ -55,7 +55,7 @@ class FlannelPlanTest {
     assertThat(p.problems()).isEmpty();
     assertThat(p.networks()).containsOnlyKeys("a");
     Network n = p.networks().get("a");
-    assertThat(n).isEqualTo(new Network("a", Cidr.parse("10.50.0.0/20"), 6515, 8472, true));
+    assertThat(n).isEqualTo(new Network("a", Cidr.parse("10.50.0.0/20"), 6515, 8472, true, 25));
     assertThat(n.device()).isEqualTo("flannel.6515");
     assertThat(p.own()).hasSize(1);
     Own o = p.own().get(0);
@@ -149,7 +149,7 @@ class FlannelPlanTest {
         kv("/p/networks/a/config", "{\"Network\":"));
     VxlanPlan fromReservations = VxlanPlan.compute(S, with(reserved("a", "10.50.0.0-20", 6515), leases), ME);
     assertThat(fromReservations.networks().get("a"))
-        .isEqualTo(new Network("a", Cidr.parse("10.50.0.0/20"), 6515, 8472, true));
+        .isEqualTo(new Network("a", Cidr.parse("10.50.0.0/20"), 6515, 8472, true, 25));
     assertThat(fromReservations.own()).extracting(Own::block).containsExactly(Cidr.parse("10.50.0.128/25"));
     assertThat(fromReservations.problems()).singleElement().asString().endsWith("(from its reservations)");
 
@@ -180,6 +180,24 @@ class FlannelPlanTest {
         .contains("network vni: config rejected (VNI 6515 is reserved for network a)");
     // the isolation table gets only the two real networks: no interval conflict, nothing dropped wholesale
     assertThat(Isolation.script(p.networks().values())).doesNotContain("0.0.0.0/0").doesNotContain("10.50.0.0/16");
+  }
+
+  /**
+   * A lease that is not a SubnetLen block (a copy of a peer's value under the network's own key,
+   * say) is ignored: it must not shadow the real peer whose VTEP MAC it carries, nor overlap blocks.
+   */
+  @Test
+  void aLeaseThatIsNotABlockOfTheNetworksSubnetLenIsIgnoredAndShadowsNoRealPeer() {
+    List<KeyValue> kvs = with(reserved("a", "10.50.0.0-20", 6515), List.of(kv("/p/networks/a/config", CONFIG),
+        kv("/p/networks/a/subnets/10.50.0.128-25", lease(ME, "0e:00:00:00:00:01")),
+        kv("/p/networks/a/subnets/10.50.0.0-20&fc00::-64", lease("198.18.0.12", "0e:00:00:00:00:02")),
+        kv("/p/networks/a/subnets/10.50.1.0-24", lease("198.18.0.14", "0e:00:00:00:00:04")),
+        kv("/p/networks/a/subnets/10.50.1.0-25", lease("198.18.0.12", "0e:00:00:00:00:02"))));
+    VxlanPlan p = VxlanPlan.compute(S, kvs, ME);
+    assertThat(p.own().get(0).peers()).extracting(Peer::block).containsExactly(Cidr.parse("10.50.1.0/25"));
+    assertThat(String.join("\n", p.problems()))
+        .contains("10.50.0.0-20&fc00::-64 ignored: a /20 is not a block of the network's SubnetLen /25")
+        .contains("10.50.1.0-24 ignored: a /24 is not a block");
   }
 
   @Test
