@@ -75,7 +75,8 @@ public final class Daemon {
               etcd::lastRevision)));
     }
     chain = chain
-        .compose(v -> deploy("EtcdWatchVerticle", new EtcdWatchVerticle(etcd, schema)))
+        .compose(v -> deploy("EtcdWatchVerticle", new EtcdWatchVerticle(etcd, schema,
+            Duration.ofSeconds(Math.min(config.nodeRecordsTtlSeconds(), config.subnetLeaseTtlSeconds())))))
         .compose(v -> deploy("FlannelVerticle", new FlannelVerticle(config, schema, kernel)))
         .compose(v -> deploy("LoadBalancerVerticle", new LoadBalancerVerticle(schema, kernel)))
         .compose(v -> deploy("DnsVerticle", new DnsVerticle(config, schema)))

@@ -20,12 +20,13 @@ import java.util.logging.Logger;
  * an immutable {@link ClusterState}. Also publishes etcd reachability.
  *
  * <p>Records that live on their writer's etcd lease (a node's containers, a node's Flannel lease)
- * vanish when the lease expires. While etcd was away and just after, that says nothing about
- * the writer: its renewals could not reach etcd either, and it writes the records again as soon
- * as it can. So a deletion of such a record during an outage and for {@link #RECOVERY} after is
- * held back for up to {@link #HOLD}: if the record comes back meanwhile, nobody sees it go (no
- * DNS name, VIP backend or route flaps); if not, the deletion is delivered then. Outside that
- * window a lease expiry is delivered at once (a node that died is gone within its TTL).
+ * vanish when the lease expires. After an etcd outage long enough for a live writer's renewals to
+ * have missed its TTL, that says nothing about the writer: etcd expires the leases it could not
+ * renew the moment it serves again, and the writer writes its records again as soon as it can.
+ * So a deletion of such a record in the {@link #RECOVERY_NANOS} after such an outage is held back
+ * for up to {@link #HOLD_MS}: if the record comes back meanwhile, nobody sees it go (no DNS name,
+ * VIP backend or route flaps); if not, the deletion is delivered then. Any other lease expiry is
+ * delivered at once (a node that died is gone within its TTL).
  */
 public final class EtcdWatchVerticle extends VerticleBase {
   private static final Logger LOG = Logger.getLogger(EtcdWatchVerticle.class.getName());
@@ -37,31 +38,47 @@ public final class EtcdWatchVerticle extends VerticleBase {
   private boolean synced;
   private ClusterState cached = ClusterState.EMPTY;
   private PrefixWatch watch;
-  /** After etcd is reachable again, lease expiries are held for this long. */
-  static final long RECOVERY_NANOS = java.time.Duration.ofSeconds(30).toNanos();
-  /** How long a held deletion waits for its record to be written again. */
-  static final long HOLD_MS = 15_000;
+  /** After etcd is reachable again, lease expiries are held for this long (etcd expires at once). */
+  static final long RECOVERY_NANOS = java.time.Duration.ofSeconds(10).toNanos();
+  /** How long a held deletion waits for its record to be written again (writers need a second or two). */
+  static final long HOLD_MS = 6_000;
+  /** An outage shorter than this cannot have made a live writer miss its lease's TTL. */
+  private final long minOutageNanos;
   private boolean etcdDown;
-  private long reachableSince = System.nanoTime() - RECOVERY_NANOS;
+  private long downSince;
+  /** While etcd is away, and until RECOVERY_NANOS after an outage of at least minOutageNanos. */
+  private boolean recovering;
+  private long reachableSince;
   /** Deletions held back: key → the event, delivered when its timer fires unless the key came back. */
   private final Map<String, WatchEvent> held = new HashMap<>();
   private int heldBack;
   private int cameBack;
 
   public EtcdWatchVerticle(EtcdStore store, EtcdSchema schema) {
+    this(store, schema, java.time.Duration.ofSeconds(5));
+  }
+
+  /** {@code shortestTtl}: the shortest TTL a writer's lease has (NODE_RECORDS_TTL, SUBNET_LEASE_TTL). */
+  public EtcdWatchVerticle(EtcdStore store, EtcdSchema schema, java.time.Duration shortestTtl) {
     this.store = store;
     this.schema = schema;
+    // a writer renews at a third of its TTL: it misses the TTL only in an outage of two thirds of it
+    // (the probe notices an outage about 1.5 s after it began)
+    this.minOutageNanos = Math.max(0, shortestTtl.toNanos() * 2 / 3 - java.time.Duration.ofMillis(1500).toNanos());
   }
 
   @Override
   public Future<?> start() {
     vertx.eventBus().<SnapshotRequest>consumer(Addresses.STATE_SNAPSHOT, m -> m.reply(snapshot()));
     store.startProbing(ok -> {
+      long now = System.nanoTime();
       if (!ok) {
         etcdDown = true;
+        downSince = now;
       } else if (etcdDown) {
         etcdDown = false;
-        reachableSince = System.nanoTime();
+        reachableSince = now;
+        recovering = now - downSince >= minOutageNanos;
       }
       vertx.eventBus().publish(Addresses.ETCD_STATUS,
           new EtcdStatus(ok, store.endpoints(), store.lastRevision(), ok ? "" : store.lastError()));
@@ -131,7 +148,8 @@ public final class EtcdWatchVerticle extends VerticleBase {
     if (f != Family.DOCKER_CONTAINERS && f != Family.SUBNET_LEASES) {
       return false;
     }
-    return etcdDown || System.nanoTime() - reachableSince < RECOVERY_NANOS;
+    long now = System.nanoTime();
+    return etcdDown ? now - downSince >= minOutageNanos : recovering && now - reachableSince < RECOVERY_NANOS;
   }
 
   /** A held deletion whose record did not come back: delivered now. */

@@ -100,8 +100,8 @@ class EtcdWatchVerticleTest {
       store.put(gone, "{\"State\":\"running\"}", lb).await(5, TimeUnit.SECONDS);
       store.put(plain, "{}").await(5, TimeUnit.SECONDS);
 
-      etcd.kill(); // the outage: nothing renews the leases
-      Thread.sleep(2500);
+      etcd.kill(); // the outage, long enough for a writer's renewals to miss a lease's TTL
+      Thread.sleep(5000);
       etcd.launch();
       long t0 = System.nanoTime();
       // both leases run out a TTL after etcd's restart; node-a writes its record again a little later
