@@ -29,6 +29,13 @@
 #   swarm-lab.sh etcd-cont I|all      SIGCONT
 #   swarm-lab.sh etcd-kill I|all      SIGKILL; its data stays (the tmpfs outlives it)
 #   swarm-lab.sh etcd-start I|all     start a killed member again on its data (it rejoins)
+#   swarm-lab.sh dockerd-kill I       SIGKILL node I's dockerd (its containers keep running)
+#   swarm-lab.sh dockerd-start I      start it again in the node's namespaces, same arguments
+#   swarm-lab.sh node-kill I          node I gone for good: its processes killed, its netns deleted
+#   swarm-lab.sh node-add [--docker V] [--hook]
+#                                     a new node joins the Swarm as a worker; prints its number
+#   swarm-lab.sh plugin-pid I         the PID of the plugin's daemon on node I
+#   (install-plugin --nodes I,… DIR NAME:TAG …: only on those nodes)
 #
 # FNP_LAB_DNS_HOSTS="name=a.b.c.d,…" (optional): `up` also runs dnsmasq on the lab bridge
 # ($NET.1:53, answering only these names, never forwarding) and gives every dockerd
@@ -182,9 +189,9 @@ start_etcd() { # M
 }
 
 wait_until() { # SECONDS WHAT CMD…: poll every 0.2 s, bounded
-  local end=$((SECONDS + $1)) what="$2"; shift 2
+  local max="$1" end=$((SECONDS + $1)) what="$2"; shift 2
   until "$@" >/dev/null 2>&1; do
-    (( SECONDS < end )) || { log "timeout after $((end - SECONDS + $1))s waiting for: $what"; return 1; }
+    (( SECONDS < end )) || { log "timeout after ${max}s waiting for: $what"; return 1; }
     sleep 0.2
   done
 }
@@ -451,7 +458,9 @@ cmd_down() {
 # install-plugin DIR NAME:TAG [KEY=VALUE…]: the operator's create + set + enable, on every node
 # in parallel. Measures, per node, the time from `plugin enable` until the plugin's socket exists.
 cmd_install_plugin() {
-  local dir="${1:?usage: install-plugin DIR NAME:TAG [KEY=VALUE…]}" name="${2:?NAME:TAG missing}"; shift 2
+  local only=""
+  if [[ "${1:-}" == --nodes ]]; then only="${2:?--nodes needs a list like 4 or 1,3}"; shift 2; fi
+  local dir="${1:?usage: install-plugin [--nodes I,…] DIR NAME:TAG [KEY=VALUE…]}" name="${2:?NAME:TAG missing}"; shift 2
   [[ -f "$dir/config.json" && -d "$dir/rootfs" ]] || die "install-plugin: '$dir' has no config.json and rootfs/ (scripts/build-plugin.sh DIR)"
   [[ "$name" =~ ^[a-z0-9][a-z0-9._/-]*:[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]] || die "install-plugin: '$name' is not NAME:TAG"
   local N i pids=() p rc=0
@@ -482,7 +491,11 @@ cmd_install_plugin() {
     echo "$ms" >"$(node_dir "$i")/plugin-socket-ms"
     log "node $i: $name enabled, socket after ${ms} ms, enable returned after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
   }
-  for ((i = 1; i <= N; i++)); do one "$i" "$@" & pids+=($!); done
+  for ((i = 1; i <= N; i++)); do
+    [[ -e "$(node_dir "$i")/gone" ]] && continue
+    [[ -z "$only" || ",$only," == *",$i,"* ]] || continue
+    one "$i" "$@" & pids+=($!)
+  done
   for p in "${pids[@]}"; do wait "$p" || rc=1; done
   return "$rc"
 }
@@ -532,6 +545,18 @@ member_status() {
 # etcd-stop|cont|kill|start I|all
 cmd_etcd_signal() {
   local what="$1" k p
+  if [[ $what == start ]]; then
+    # every member first, then wait: one member alone has no quorum to come up with
+    for k in $(member_list "$2"); do
+      ! member_pid "$k" >/dev/null || die "etcd member $k is running (etcd-kill it first)"
+      start_member "$k"
+    done
+    for k in $(member_list "$2"); do
+      wait_until "$WAIT" "etcd member $k serving" member_status "$k" || die "etcd member $k did not come back ($STATE/etcd$k.log)"
+      log "etcd member $k started again on its data (pid $(cat "$STATE/etcd$k.pid"))"
+    done
+    return 0
+  fi
   for k in $(member_list "$2"); do
     case "$what" in
       stop|cont|kill)
@@ -547,6 +572,128 @@ cmd_etcd_signal() {
         log "etcd member $k started again on its data (pid $(cat "$STATE/etcd$k.pid"))" ;;
     esac
   done
+}
+
+# ---- faults of a node --------------------------------------------------------------------------
+
+# dockerd-kill I: SIGKILL node I's dockerd; its containerd, shims and containers keep running
+# (as when dockerd crashes), and the node's namespaces stay (node-init's keeper holds them).
+cmd_dockerd_kill() {
+  local i="$1" p
+  p=$(cat "$(node_dir "$i")/dockerd.pid")
+  [[ "$(cat "/proc/$p/comm" 2>/dev/null)" == dockerd ]] || die "node $i: dockerd is not running"
+  kill -KILL "$p"
+  while alive "$p"; do sleep 0.05; done
+  log "node $i: dockerd (pid $p) killed"
+}
+
+# dockerd-start I: start node I's dockerd again, in the node's namespaces and with the arguments
+# it had; it finds its containerd and state as a restarted daemon does.
+cmd_dockerd_start() {
+  local i="$1" d k args=()
+  d=$(node_dir "$i"); k=$(cat "$d/keeper.pid" 2>/dev/null) || die "node $i has no namespace keeper"
+  [[ "$(cat "/proc/$k/comm" 2>/dev/null)" == sleep ]] || die "node $i: its namespace keeper is gone"
+  ! alive "$(cat "$d/dockerd.pid")" || [[ "$(cat "/proc/$(cat "$d/dockerd.pid")/comm" 2>/dev/null)" != dockerd ]] \
+    || die "node $i: dockerd is running"
+  mapfile -d '' args <"$d/dockerd.args"
+  setsid nsenter -t "$k" -n -m -u -- "${args[@]}" </dev/null >>"$d/dockerd.log" 2>&1 &
+  echo $! >"$d/dockerd.pid"
+  wait_until "$WAIT" "dockerd $i" dk "$i" version || die "dockerd $i did not start again"
+  log "node $i: dockerd started again (pid $(cat "$d/dockerd.pid"))"
+}
+
+# node-kill I: node I is gone for good, as a machine that dies: every process of it SIGKILLed,
+# its network namespace deleted (its link to the bridge with it). Nothing tells the Swarm or etcd.
+cmd_node_kill() {
+  local i="$1" d ns p end left=()
+  d=$(node_dir "$i"); ns=$(node_ns "$i")
+  if p=$(cat "$d/dockerd.pid" 2>/dev/null) && alive "$p"; then
+    ls "/proc/$p/root/var/lib/docker/plugins" 2>/dev/null | grep -E '^[0-9a-f]{64}$' >"$d/plugin-ids" || true
+  fi
+  end=$((SECONDS + 15))
+  while :; do
+    mapfile -t left < <(node_pids "$i" | sort -un | grep -vx "$$" || true)
+    ((${#left[@]} == 0)) && break
+    (( SECONDS < end )) || die "node $i: pids ${left[*]} survive SIGKILL"
+    for p in "${left[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    sleep 0.3
+  done
+  ip netns del "$ns"
+  touch "$d/gone"
+  log "node $i is gone: its processes killed, its namespace deleted"
+}
+
+# Every process of node I: in its netns, its mount namespace, its cgroups and its plugins'.
+node_pids() {
+  local i="$1" ns d m q id
+  ns=$(node_ns "$i"); d=$(node_dir "$i")
+  [[ -e /run/netns/$ns ]] && ip netns pids "$ns" 2>/dev/null
+  if [[ -s $d/mntns ]]; then m=$(cat "$d/mntns")
+    for q in /proc/[0-9]*; do [[ "$(readlink "$q/ns/mnt" 2>/dev/null)" == "$m" ]] && echo "${q#/proc/}"; done; fi
+  [[ -d /sys/fs/cgroup/pids/$PREFIX/$ns ]] && find "/sys/fs/cgroup/pids/$PREFIX/$ns" -name cgroup.procs -exec cat {} + 2>/dev/null
+  for id in $(cat "$d/plugin-ids" 2>/dev/null); do cat "/sys/fs/cgroup/pids/$id/cgroup.procs" 2>/dev/null; done
+  return 0
+}
+
+# node-add [--docker V] [--hook]: a new node N+1 joins the Swarm as a worker (its own netns,
+# dockerd, the lab image); prints its number. Its plugin: install-plugin --nodes N+1 ….
+cmd_node_add() {
+  local engine=host hook=0 i d ns root="" hookdir="" m token mgr=""
+  while (($#)); do
+    case "$1" in
+      --docker) engine=$(engine_spec "${2:?--docker needs an engine}" 1); shift 2 ;;
+      --hook) hook=1; shift ;;
+      *) die "node-add: unknown argument '$1' (node-add [--docker V] [--hook])" ;;
+    esac
+  done
+  i=$(( $(nodes) + 1 )); d=$(node_dir "$i"); ns=$(node_ns "$i")
+  [[ $engine == host ]] || root=$(engine_root "$engine")
+  for ((m = 1; m < i; m++)); do
+    [[ -e "$(node_dir "$m")/gone" ]] && continue
+    if dk "$m" node ls >/dev/null 2>&1; then mgr=$m; break; fi
+  done
+  [[ -n "$mgr" ]] || die "node-add: no manager answers"
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+  ip link add "v-$ns" netns "$INFRA" type veth peer name eth0 netns "$ns"
+  ip -n "$INFRA" link set "v-$ns" master "$BR" up
+  ip -n "$ns" addr add "$(node_ip "$i")/24" dev eth0
+  ip -n "$ns" link set eth0 up
+  echo "$i" >"$STATE/nodes"
+  mkdir -p "$d"/{run,etc,varlib}
+  echo "$engine" >"$d/engine"
+  local dns_json=""
+  [[ ! -s "$STATE/dnsmasq.pid" ]] || dns_json=", \"dns\": [\"$ETCD_IP\"]"
+  cat >"$d/etc/daemon.json" <<JSON
+{"storage-driver": "overlay2", "cgroup-parent": "/$PREFIX/$ns", "shutdown-timeout": 3,
+ "live-restore": false, "log-driver": "json-file", "log-opts": {"max-size": "1m"}$dns_json}
+JSON
+  if ((hook)) && [[ $engine != 28 ]]; then
+    "$REPO/hook/install.sh" --prefix "$HOOK_DIR" --daemon-json "$d/etc/daemon.json" --runc /usr/sbin/runc >/dev/null
+    touch "$d/hook"; hookdir="$HOOK_DIR"
+  fi
+  FNP_LAB_PREFIX="$PREFIX" FNP_LAB_HOOK_DIR="$hookdir" setsid nsenter --net="/run/netns/$ns" -- \
+    unshare --mount --uts --propagation slave -- \
+    "$LAB_DIR/node-init.sh" "$i" "$d" "$(node_ip "$i")" "$root" </dev/null >"$d/dockerd.log" 2>&1 &
+  echo $! >"$d/dockerd.pid"
+  wait_until "$WAIT" "dockerd $i" dk "$i" version || { tail -20 "$d/dockerd.log" >&2; die "dockerd $i did not start"; }
+  readlink "/proc/$(cat "$d/dockerd.pid")/ns/mnt" >"$d/mntns"
+  token=$(dk "$mgr" swarm join-token -q worker)
+  timeout "$WAIT" env DOCKER_HOST="unix://$(node_sock "$i")" "$DOCKER_BIN" swarm join --token "$token" \
+    --advertise-addr "$(node_ip "$i")" --listen-addr "$(node_ip "$i"):2377" "$(node_ip "$mgr"):2377" >/dev/null
+  dk "$i" load -q -i "$STATE/img/image.tar" >/dev/null
+  log "node $i ($engine) joined the Swarm through node $mgr"
+  echo "$i"
+}
+
+# plugin-pid I: the PID of the plugin's daemon (java) on node I
+cmd_plugin_pid() {
+  local i="$1" p
+  for p in $(ip netns pids "$(node_ns "$i")" 2>/dev/null); do
+    [[ "$(cat "/proc/$p/comm" 2>/dev/null)" == java ]] && tr '\0' ' ' <"/proc/$p/cmdline" | grep -q flannel-np.jar \
+      && { echo "$p"; return 0; }
+  done
+  die "node $i: no plugin daemon running"
 }
 
 cmd="${1:-}"; shift || true
@@ -570,5 +717,10 @@ case "$cmd" in
   etcd-leader) cmd_etcd_leader ;;
   etcd-stop|etcd-cont|etcd-kill|etcd-start)
     [[ $# -eq 1 ]] || die "usage: $cmd I|all"; check_member "$1"; cmd_etcd_signal "${cmd#etcd-}" "$1" ;;
+  dockerd-kill) [[ $# -eq 1 ]] || die "usage: dockerd-kill I"; check_node "$1"; cmd_dockerd_kill "$1" ;;
+  dockerd-start) [[ $# -eq 1 ]] || die "usage: dockerd-start I"; check_node "$1"; cmd_dockerd_start "$1" ;;
+  node-kill) [[ $# -eq 1 ]] || die "usage: node-kill I"; check_node "$1"; cmd_node_kill "$1" ;;
+  node-add) cmd_node_add "$@" ;;
+  plugin-pid) [[ $# -eq 1 ]] || die "usage: plugin-pid I"; check_node "$1"; cmd_plugin_pid "$1" ;;
   *) die "usage: swarm-lab.sh up [N] [--docker V,…] [--etcd 1|3] [--hook] | down | roots V,… | versions | dk I ARGS… | exec I CMD… | install-plugin DIR NAME:TAG [KEY=VALUE…] | etcdctl ARGS… | etcdctl-member I ARGS… | etcd-endpoints | etcd-leader | etcd-stop|etcd-cont|etcd-kill|etcd-start I|all" ;;
 esac

@@ -43,6 +43,17 @@ mount -n -t overlay fnp-varlib -o "lowerdir=/var/lib,upperdir=$dir/varlib/upper,
 mkdir -p /var/lib/docker
 mount -n -t tmpfs -o mode=0711,size=8g fnp-lib /var/lib/docker
 
+# What `swarm-lab.sh dockerd-start` needs to start this dockerd again after a SIGKILL: its
+# arguments, and a process that keeps the node's namespaces (and so its mounts) alive meanwhile.
+# Both before the pivot below: DIR is a host path (the keeper is pivoted along with us).
+[[ -z "$root" ]] || { cfg=/etc/docker/daemon.json; keyopt=(); }
+args=(dockerd --data-root /var/lib/docker --exec-root /run/docker --pidfile /run/docker.pid
+  -H unix:///run/docker.sock --config-file "$cfg" "${keyopt[@]}"
+  --swarm-default-advertise-addr "$ip" --log-level "${FNP_LAB_LOGLEVEL:-info}")
+printf '%s\0' "${args[@]}" >"$dir/dockerd.args"
+setsid sleep infinity </dev/null >/dev/null 2>&1 &
+echo $! >"$dir/keeper.pid"
+
 # Another engine: the node's / becomes an overlay of ROOT (writes stay in DIR, the cached root is
 # never changed) with this node's /sys, /run, /etc/docker and /var/lib/docker mounted in. Then
 # pivot_root, not chroot: runc pivots into each container's root itself, which fails with EINVAL
@@ -63,7 +74,6 @@ if [[ -n "$root" ]]; then
     mkdir -p "$m$FNP_LAB_HOOK_DIR"
     mount -n --bind -o ro "$FNP_LAB_HOOK_DIR" "$m$FNP_LAB_HOOK_DIR"
   fi
-  cfg=/etc/docker/daemon.json; keyopt=()
   cd "$m"
   mkdir -p .oldroot
   pivot_root . .oldroot
@@ -76,6 +86,4 @@ fi
 # through its rslave mount of /run/docker/netns.
 mount -n --make-rshared /
 
-exec dockerd --data-root /var/lib/docker --exec-root /run/docker --pidfile /run/docker.pid \
-  -H unix:///run/docker.sock --config-file "$cfg" "${keyopt[@]}" \
-  --swarm-default-advertise-addr "$ip" --log-level "${FNP_LAB_LOGLEVEL:-info}"
+exec "${args[@]}"

@@ -41,7 +41,8 @@ public record Config(
     String logFormat,
     boolean adminInsecureLoopback,
     List<String> adminOrigins,
-    int dnsQueryRate) {
+    int dnsQueryRate,
+    long gcGraceSeconds) {
 
   /**
    * TLS for etcd (the endpoints are https://). Without a CA file the server certificate is
@@ -147,9 +148,10 @@ public record Config(
     }
     List<String> origins = parseOrigins(r.get(Setting.ADMIN_ORIGINS));
     int dnsRate = r.integer(Setting.DNS_QUERY_RATE, 0, 1_000_000);
+    long gcGrace = r.integer(Setting.GC_GRACE, 5, 86400);
     return new Config(List.copyOf(endpoints), prefix, tls, flannel, List.copyOf(subnets), netSize, hostSize,
         clusterSize, vniStart, ttl, compat, dnsTtl, hook, socket, dockerSocket, node, admin, level, recordsTtl, token, format,
-        insecureLoopback, origins, dnsRate);
+        insecureLoopback, origins, dnsRate, gcGrace);
   }
 
   // ---- capacity -------------------------------------------------------------------------

@@ -26,6 +26,7 @@ public enum Setting {
   DOCKER_SOCKET("/run/docker.sock", "Unix socket of the Docker Engine API."),
   NODE_NAME("", "Name of this node in logs, subnet leases and address owners; must be unique per node (Swarm does not enforce unique host names); default: the host name."),
   NODE_RECORDS_TTL("30", "Seconds a dead node's container records stay in etcd (the TTL of the node's etcd lease; 5-3600)."),
+  GC_GRACE("120", "Seconds a record stays after Docker stopped holding it (a container's address or endpoint, a leader's address, a gone node's records, a network Docker forgot) before it is freed (5-86400)."),
   ADMIN_LISTEN("", "host:port of the admin server (health, metrics, console); empty: off."),
   ADMIN_TOKEN("", "Bearer token the admin server demands (header Authorization: Bearer T, or ?token=T once, which sets a cookie); required unless ADMIN_INSECURE_LOOPBACK=true."),
   ADMIN_INSECURE_LOOPBACK("false", "true: a loopback ADMIN_LISTEN runs without ADMIN_TOKEN; every local user and every container with host networking can then read the admin server (the cluster's whole state)."),

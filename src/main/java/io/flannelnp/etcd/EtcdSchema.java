@@ -16,6 +16,8 @@ import java.util.Optional;
  * &lt;P&gt;/networks/&lt;flannel-id&gt;/allocations/&lt;a.b.c.d&gt;  one address and its owner JSON
  * &lt;P&gt;/networks/&lt;flannel-id&gt;/pool-refs/&lt;node&gt;       a node's reference count of its local pool
  * &lt;P&gt;/networks/&lt;flannel-id&gt;/docker-id              Docker's network ID for this flannel-id
+ * &lt;P&gt;/networks/&lt;flannel-id&gt;/freed                  Docker's FreeNetwork of that network (removal under way)
+ * &lt;P&gt;/settings                                     the cluster-wide address settings (create-once)
  * &lt;P&gt;/endpoints/&lt;node&gt;/&lt;endpoint-id&gt;             endpoint state a restarted daemon needs
  * &lt;P&gt;/nodes/&lt;node&gt;                                 node record (on the node's etcd lease)
  * &lt;P&gt;/docker-data/networks/&lt;docker-id&gt;             Docker's view of a network (managers write)
@@ -27,7 +29,7 @@ public final class EtcdSchema {
 
   /** What part of the cluster state a key belongs to; watchers wake only the planes that care. */
   public enum Family {
-    ADDRESS_SPACE, VNIS, NETWORK_CONFIG, SUBNET_LEASES, POOLS, ALLOCATIONS, ENDPOINTS, NODES,
+    ADDRESS_SPACE, VNIS, NETWORK_CONFIG, SUBNET_LEASES, POOLS, ALLOCATIONS, ENDPOINTS, NODES, SETTINGS,
     DOCKER_NETWORKS, DOCKER_SERVICES, DOCKER_CONTAINERS, OTHER
   }
 
@@ -101,6 +103,20 @@ public final class EtcdSchema {
     return network(flannelId) + "docker-id";
   }
 
+  /** Set by Docker's FreeNetwork: the network is being removed, not rolled back. */
+  public String freed(String flannelId) {
+    return network(flannelId) + "freed";
+  }
+
+  /** The settings every node must share, written by the first node that starts. */
+  public String settings() {
+    return p + "/settings";
+  }
+
+  public String allEndpoints() {
+    return p + "/endpoints/";
+  }
+
   public String endpoints(String node) {
     return p + "/endpoints/" + node + "/";
   }
@@ -163,7 +179,7 @@ public final class EtcdSchema {
         switch (parts[2]) {
           case "config": return Family.NETWORK_CONFIG;
           case "subnets": return Family.SUBNET_LEASES;
-          case "pool", "pool-refs", "docker-id": return Family.POOLS;
+          case "pool", "pool-refs", "docker-id", "freed": return Family.POOLS;
           case "allocations": return Family.ALLOCATIONS;
           default: return Family.OTHER;
         }
@@ -172,6 +188,9 @@ public final class EtcdSchema {
     }
     if (rest.startsWith("endpoints/")) {
       return Family.ENDPOINTS;
+    }
+    if (rest.equals("settings")) {
+      return Family.SETTINGS;
     }
     if (rest.startsWith("nodes/")) {
       return Family.NODES;

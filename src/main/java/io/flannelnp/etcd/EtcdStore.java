@@ -83,6 +83,11 @@ public final class EtcdStore implements AutoCloseable {
     return endpoints;
   }
 
+  /** The Vert.x the callers' futures complete on (for their own timers and retries). */
+  public Vertx vertx() {
+    return vertx;
+  }
+
   /** false only when the last probe failed; true or unknown otherwise. */
   public boolean isReachable() {
     return !Boolean.FALSE.equals(reachable);
@@ -279,38 +284,129 @@ public final class EtcdStore implements AutoCloseable {
 
   /**
    * Keeps a lease alive (jetcd renews at a third of the TTL). {@code onLost} runs on the caller's
-   * context if the lease expired or was revoked, so the owner can re-create its keys.
+   * context once etcd says the lease is gone (expired or revoked), so the owner can re-create its
+   * keys; nothing else counts as a loss. A stream error is not: jetcd reports it to every
+   * observer and restarts the stream itself. When jetcd stops renewing because no answer came
+   * within the TTL, the lease may still be alive in etcd (a leader change extends every lease):
+   * its TTL is asked, with backoff until etcd answers, and renewal resumes if it lives.
    */
   public KeepAlive keepAlive(long leaseId, Runnable onLost) {
-    Context ctx = vertx.getOrCreateContext();
-    AtomicBoolean stopped = new AtomicBoolean();
-    CloseableClient c = client.getLeaseClient().keepAlive(leaseId, new StreamObserver<>() {
-      @Override
-      public void onNext(LeaseKeepAliveResponse r) {
-        if (r.getTTL() <= 0 && !stopped.get()) {
-          lost(ctx, onLost);
-        }
-      }
+    LeaseKeeper k = new LeaseKeeper(leaseId, vertx.getOrCreateContext(), onLost);
+    k.register();
+    return k;
+  }
 
-      @Override
-      public void onError(Throwable t) {
-        LOG.log(Level.FINE, "keep-alive of lease " + Long.toHexString(leaseId) + " failed: " + t);
-        if (!stopped.get()) {
-          lost(ctx, onLost);
-        }
-      }
+  private final class LeaseKeeper implements KeepAlive {
+    private final long leaseId;
+    private final Context ctx;
+    private final Runnable onLost;
+    private final AtomicBoolean stopped = new AtomicBoolean();
+    private final AtomicBoolean gone = new AtomicBoolean();
+    private volatile CloseableClient stream;
+    private volatile long checkBackoffMs = 500;
 
-      @Override
-      public void onCompleted() {
-        if (!stopped.get()) {
-          lost(ctx, onLost);
-        }
+    LeaseKeeper(long leaseId, Context ctx, Runnable onLost) {
+      this.leaseId = leaseId;
+      this.ctx = ctx;
+      this.onLost = onLost;
+    }
+
+    void register() {
+      if (stopped.get() || closed.get()) {
+        return;
       }
-    });
-    return () -> {
+      CloseableClient old = stream;
+      stream = client.getLeaseClient().keepAlive(leaseId, new StreamObserver<>() {
+        @Override
+        public void onNext(LeaseKeepAliveResponse r) {
+          if (r.getTTL() <= 0) {
+            gone("etcd says it has expired");
+          } else {
+            checkBackoffMs = 500;
+          }
+        }
+
+        @Override
+        public void onError(Throwable t) {
+          if (notFound(t)) {
+            gone("etcd says it does not exist");
+          } else {
+            LOG.log(Level.FINE, "keep-alive stream of lease " + Long.toHexString(leaseId) + " failed (" + t
+                + "); jetcd restarts it");
+          }
+        }
+
+        @Override
+        public void onCompleted() {
+          // jetcd's own deadline passed without an answer: it stopped renewing; ask etcd.
+          if (!stopped.get()) {
+            LOG.fine("keep-alive of lease " + Long.toHexString(leaseId) + " got no answer within its TTL; asking etcd");
+            check();
+          }
+        }
+      });
+      if (old != null) {
+        old.close();
+      }
+    }
+
+    /** Asks etcd for the lease's TTL until it answers: alive → renew again, gone → lost. */
+    private void check() {
+      if (stopped.get() || closed.get()) {
+        return;
+      }
+      ctx.runOnContext(v -> leaseTtl(leaseId).onComplete(ar -> {
+        if (stopped.get()) {
+          return;
+        }
+        if (ar.succeeded()) {
+          if (ar.result() > 0) {
+            LOG.info("lease " + Long.toHexString(leaseId) + " is still alive in etcd (TTL " + ar.result()
+                + " s); renewing it again");
+            checkBackoffMs = 500;
+            register();
+          } else {
+            gone("etcd says it has expired");
+          }
+          return;
+        }
+        long delay = checkBackoffMs;
+        checkBackoffMs = Math.min(8000, checkBackoffMs * 2);
+        vertx.setTimer(delay, t -> check());
+      }));
+    }
+
+    private void gone(String why) {
+      if (stopped.get() || !gone.compareAndSet(false, true)) {
+        return;
+      }
+      LOG.fine("lease " + Long.toHexString(leaseId) + " lost: " + why);
+      lost(ctx, onLost);
+    }
+
+    @Override
+    public void close() {
       stopped.set(true);
-      c.close();
-    };
+      CloseableClient c = stream;
+      if (c != null) {
+        c.close();
+      }
+    }
+  }
+
+  /** Whether a keep-alive error is etcd saying the lease does not exist (not a stream failure). */
+  static boolean notFound(Throwable t) {
+    for (Throwable c = t; c != null; c = c.getCause() == c ? null : c.getCause()) {
+      if (c instanceof io.etcd.jetcd.common.exception.EtcdException e
+          && e.getErrorCode() == io.etcd.jetcd.common.exception.ErrorCode.NOT_FOUND) {
+        return true;
+      }
+      String m = c.getMessage();
+      if (m != null && m.contains("requested lease not found")) {
+        return true;
+      }
+    }
+    return false;
   }
 
   private static void lost(Context ctx, Runnable onLost) {
@@ -413,7 +509,7 @@ public final class EtcdStore implements AutoCloseable {
     String msg = rootMessage(root);
     if (root instanceof TimeoutException || root instanceof java.util.concurrent.CancellationException
         || msg.contains("UNAVAILABLE") || msg.contains("DEADLINE_EXCEEDED") || msg.contains("Connection refused")
-        || msg.contains("io exception")) {
+        || msg.contains("io exception") || msg.contains("channel closed") || msg.contains("Connection reset")) {
       return new EtcdUnavailableException(endpoints, msg);
     }
     return root;

@@ -10,12 +10,15 @@ import io.flannelnp.ipam.IpamException.Reason;
 import io.vertx.core.Future;
 import io.vertx.core.json.JsonObject;
 import java.time.Instant;
+import java.util.ArrayList;
 import java.util.HashSet;
+import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.function.Predicate;
+import java.util.logging.Level;
 import java.util.logging.Logger;
 
 /**
@@ -41,6 +44,15 @@ public final class Ipam {
   /** This node's Flannel lease of a network: its block, and the etcd lease that keeps it. */
   public record NodeLease(String flannelId, Cidr block, long leaseId, String value) {}
 
+  /**
+   * How a network is cut into node blocks, from its Flannel config in etcd (SubnetLen, SubnetMin,
+   * SubnetMax), so every node carves the same blocks whatever its local settings say.
+   */
+  public record Layout(int hostSize, Cidr subnetMin, Cidr subnetMax) {}
+
+  /** What a global ReleasePool did: removed the network, left it for later, or ignored a rollback. */
+  public enum PoolRelease { REMOVED, DEFERRED, ROLLBACK }
+
   private final EtcdStore etcd;
   private final EtcdSchema schema;
   private final Config config;
@@ -52,6 +64,14 @@ public final class Ipam {
   private final Map<String, EtcdStore.KeepAlive> keepAlives = new ConcurrentHashMap<>();
   private final Map<String, Future<NodeLease>> leasing = new ConcurrentHashMap<>();
   private final Map<String, Set<Long>> pending = new ConcurrentHashMap<>();
+  /** flannel-id → generation of this node's lease; a re-acquisition of an older one stops. */
+  private final Map<String, Long> leaseGen = new ConcurrentHashMap<>();
+  private final java.util.concurrent.atomic.AtomicLong generations = new java.util.concurrent.atomic.AtomicLong();
+  /**
+   * Allocations whose create-once write timed out: etcd may have committed them although the
+   * caller was told it failed. Key → the exact value written; settled by {@link #settleUncertain()}.
+   */
+  private final Map<String, String> uncertain = new ConcurrentHashMap<>();
   private final java.util.concurrent.atomic.AtomicBoolean watching = new java.util.concurrent.atomic.AtomicBoolean();
   private volatile io.flannelnp.etcd.PrefixWatch reservationWatch;
 
@@ -71,7 +91,8 @@ public final class Ipam {
   /**
    * The network of {@code flannelId}, created on first request: the first free carved block (or
    * the user's --subnet when it is such a block and free), the lowest free VNI above VNI_START,
-   * and Flannel's config, all reserved in one create-once transaction.
+   * and Flannel's config, all reserved in one create-once transaction. Malformed reservation keys
+   * are skipped (the audit reports them); they never stop a network from being created.
    */
   public Future<NetworkRecord> createNetwork(String flannelId, Optional<Cidr> wanted, Map<String, String> options) {
     return createNetwork(flannelId, wanted, options, 0);
@@ -81,7 +102,12 @@ public final class Ipam {
     ensureWatching();
     return etcd.get(schema.pool(fid)).compose(existing -> {
       if (existing.isPresent()) {
-        NetworkRecord rec = NetworkRecord.fromJson(existing.get().value());
+        NetworkRecord rec;
+        try {
+          rec = poolRecord(fid, existing.get().value());
+        } catch (IpamException e) {
+          return Future.failedFuture(e);
+        }
         if (wanted.isPresent() && !wanted.get().equals(rec.subnet())) {
           return Future.failedFuture(new IpamException(Reason.CONFLICT, "flannel-id " + fid + " already names the network "
               + rec.subnet() + ", not " + wanted.get() + "; use a new flannel-id for a new network"));
@@ -98,7 +124,11 @@ public final class Ipam {
         Listing vnis = both.resultAt(1);
         Map<Cidr, String> taken = new java.util.HashMap<>();
         for (KeyValue kv : spaces.kvs()) {
-          taken.put(Cidr.fromKey(kv.key().substring(schema.addressSpace().length())), kv.value());
+          try {
+            taken.put(Cidr.fromKey(kv.key().substring(schema.addressSpace().length())), kv.value());
+          } catch (IllegalArgumentException malformed) {
+            LOG.fine("skipping malformed reservation key " + kv.key());
+          }
         }
         Cidr subnet;
         if (wanted.isPresent()) {
@@ -123,7 +153,12 @@ public final class Ipam {
         }
         Set<Integer> usedVnis = new HashSet<>();
         for (KeyValue kv : vnis.kvs()) {
-          usedVnis.add(Integer.parseInt(kv.key().substring(schema.vnis().length())));
+          String v = kv.key().substring(schema.vnis().length());
+          if (v.matches("[0-9]{1,8}")) {
+            usedVnis.add(Integer.parseInt(v));
+          } else {
+            LOG.fine("skipping malformed VNI key " + kv.key());
+          }
         }
         long vni = config.vniStart() + 1L;
         while (usedVnis.contains((int) vni)) {
@@ -152,6 +187,16 @@ public final class Ipam {
     });
   }
 
+  /** The pool record of a network, or a refusal naming the key when it does not parse. */
+  private NetworkRecord poolRecord(String fid, String json) {
+    try {
+      return NetworkRecord.fromJson(json);
+    } catch (RuntimeException e) {
+      throw new IpamException(Reason.MALFORMED, "the record " + schema.pool(fid) + " of network " + fid
+          + " in etcd is not a flannel-np pool record (" + e.getMessage() + "); fix or delete that key");
+    }
+  }
+
   private String firstFreeHint(Set<Cidr> taken) {
     return plan.firstFreeNetwork(taken).map(c -> "; the first free block is " + c).orElse("; no block is free");
   }
@@ -167,7 +212,12 @@ public final class Ipam {
         return Future.failedFuture(new IpamException(Reason.NOT_FOUND, "no network with flannel-id " + flannelId
             + " exists in etcd (networks are created on a Swarm manager with docker network create)"));
       }
-      NetworkRecord rec = NetworkRecord.fromJson(kv.get().value());
+      NetworkRecord rec;
+      try {
+        rec = poolRecord(flannelId, kv.get().value());
+      } catch (IpamException e) {
+        return Future.failedFuture(e);
+      }
       networks.put(flannelId, rec);
       return Future.succeededFuture(rec);
     });
@@ -179,32 +229,190 @@ public final class Ipam {
   }
 
   /**
+   * The node blocks of a network as its Flannel config in etcd describes them; the local plan when
+   * the config is missing or unreadable (the audit reports that).
+   */
+  public Future<Layout> layout(NetworkRecord rec) {
+    return etcd.get(schema.networkConfig(rec.flannelId())).map(kv -> {
+      Layout local = new Layout(plan.hostSize(), plan.subnetMin(rec.subnet()), plan.subnetMax(rec.subnet()));
+      if (kv.isEmpty()) {
+        return local;
+      }
+      try {
+        JsonObject c = new JsonObject(kv.get().value());
+        int len = c.getInteger("SubnetLen", plan.hostSize());
+        if (len <= rec.subnet().prefix() || len > 30) {
+          return local;
+        }
+        Cidr min = c.getValue("SubnetMin") instanceof String m ? new Cidr(Ipv4.parse(m), len)
+            : new Cidr(rec.subnet().base(), len);
+        Cidr max = c.getValue("SubnetMax") instanceof String m ? new Cidr(Ipv4.parse(m), len)
+            : Cidr.containing(rec.subnet().last(), len);
+        if (!rec.subnet().contains(min.base()) || !rec.subnet().contains(max.base()) || min.base() > max.base()) {
+          return local;
+        }
+        return new Layout(len, min, max);
+      } catch (RuntimeException malformed) {
+        return local;
+      }
+    });
+  }
+
+  /**
    * Removes everything of a network from etcd in one transaction: its subnet and VNI reservations
-   * (only if they are still this network's) and every key under its prefix. Idempotent.
+   * (only if they are still this network's) and every key under its prefix. Idempotent. Only for a
+   * network Docker has removed: see {@link #releaseGlobalPool}.
    */
   public Future<Void> removeNetwork(String flannelId) {
     return etcd.get(schema.pool(flannelId)).compose(kv -> {
-      Txn t = etcd.txn();
+      Optional<NetworkRecord> rec = Optional.empty();
       if (kv.isPresent()) {
-        NetworkRecord rec = NetworkRecord.fromJson(kv.get().value());
-        t.ifValue(schema.addressSpace(rec.subnet()), flannelId).ifValue(schema.vni(rec.vni()), flannelId)
-            .thenDelete(schema.addressSpace(rec.subnet())).thenDelete(schema.vni(rec.vni()));
+        try {
+          rec = Optional.of(NetworkRecord.fromJson(kv.get().value()));
+        } catch (RuntimeException malformed) {
+          LOG.warning("the pool record of network " + flannelId + " does not parse; its reservations are left in place");
+        }
+      }
+      Txn t = etcd.txn();
+      if (rec.isPresent()) {
+        t.ifValue(schema.addressSpace(rec.get().subnet()), flannelId).ifValue(schema.vni(rec.get().vni()), flannelId)
+            .thenDelete(schema.addressSpace(rec.get().subnet())).thenDelete(schema.vni(rec.get().vni()));
       }
       t.thenDeletePrefix(schema.network(flannelId));
-      if (kv.isEmpty()) {
+      if (rec.isEmpty()) {
         return t.commit().mapEmpty();
       }
-      NetworkRecord rec = NetworkRecord.fromJson(kv.get().value());
+      NetworkRecord r0 = rec.get();
       return t.commit().compose(r -> r.succeeded() ? Future.succeededFuture()
           // a reservation no longer ours: leave that one, remove the rest
           : Future.all(
-              etcd.txn().ifValue(schema.addressSpace(rec.subnet()), flannelId).thenDelete(schema.addressSpace(rec.subnet())).commit(),
-              etcd.txn().ifValue(schema.vni(rec.vni()), flannelId).thenDelete(schema.vni(rec.vni())).commit(),
+              etcd.txn().ifValue(schema.addressSpace(r0.subnet()), flannelId).thenDelete(schema.addressSpace(r0.subnet())).commit(),
+              etcd.txn().ifValue(schema.vni(r0.vni()), flannelId).thenDelete(schema.vni(r0.vni())).commit(),
               etcd.deletePrefix(schema.network(flannelId))).mapEmpty());
     }).onSuccess(v -> {
       forget(flannelId);
       LOG.info("network " + flannelId + " removed from etcd");
     }).mapEmpty();
+  }
+
+  // ---- which Docker network a flannel-id belongs to -----------------------------------------
+
+  /**
+   * Records that Docker network {@code dockerId} is the network of {@code flannelId} (the leader's
+   * AllocateNetwork, also when a new leader allocates it again). Refused when the flannel-id already
+   * belongs to another Docker network: two networks would share one subnet, VNI and bridge.
+   */
+  public Future<Void> claimDockerId(String flannelId, String dockerId) {
+    String key = schema.dockerId(flannelId);
+    return etcd.txn().ifAbsent(key).thenPut(key, dockerId).elseGet(key).elseGet(schema.freed(flannelId)).commit()
+        .compose(r -> {
+          if (r.succeeded()) {
+            return Future.succeededFuture();
+          }
+          String holder = r.elseReads().stream().filter(kv -> kv.key().equals(key)).map(KeyValue::value).findFirst()
+              .orElse(null);
+          if (holder == null) {
+            return claimDockerId(flannelId, dockerId); // deleted between compare and read
+          }
+          if (holder.equals(dockerId)) {
+            return Future.succeededFuture();
+          }
+          boolean freed = r.elseReads().stream().anyMatch(kv -> kv.key().equals(schema.freed(flannelId)));
+          return Future.failedFuture(new FlannelIdTaken(flannelId, holder, freed));
+        });
+  }
+
+  /** A flannel-id that already belongs to another Docker network. */
+  public static final class FlannelIdTaken extends IpamException {
+    private final String holder;
+
+    FlannelIdTaken(String flannelId, String holder, boolean freed) {
+      super(Reason.IN_USE, "flannel-id " + flannelId + " already belongs to Docker network " + holder
+          + (freed ? ", which Docker removed; its state goes once its last endpoints are gone" : "")
+          + "; give each network its own flannel-id (--ipam-opt flannel-id=$(uuidgen))");
+      this.holder = holder;
+    }
+
+    /** The Docker network ID that holds the flannel-id. */
+    public String holder() {
+      return holder;
+    }
+  }
+
+  /**
+   * Docker's FreeNetwork for {@code dockerId}: marks its network as removed by Docker, which is what
+   * lets the leader's following ReleasePool delete it. Returns the flannel-id, if the Docker network
+   * is one of ours.
+   */
+  public Future<Optional<String>> markFreed(String flannelId, String dockerId) {
+    String mark = new JsonObject().put("DockerID", dockerId).put("At", Instant.now().toString()).encode();
+    return etcd.txn().ifValue(schema.dockerId(flannelId), dockerId).thenPut(schema.freed(flannelId), mark).commit()
+        .map(r -> {
+          if (r.succeeded()) {
+            LOG.info("network " + flannelId + " (Docker network " + dockerId + ") freed by Docker");
+            return Optional.of(flannelId);
+          }
+          return Optional.empty();
+        });
+  }
+
+  /** Whether Docker freed the network (FreeNetwork for the Docker network recorded for it). */
+  public Future<Boolean> freed(String flannelId) {
+    return Future.all(etcd.get(schema.freed(flannelId)), etcd.get(schema.dockerId(flannelId))).map(cf -> {
+      Optional<KeyValue> mark = cf.resultAt(0);
+      Optional<KeyValue> docker = cf.resultAt(1);
+      if (mark.isEmpty()) {
+        return false;
+      }
+      try {
+        String id = new JsonObject(mark.get().value()).getString("DockerID", "");
+        return docker.isEmpty() || docker.get().value().equals(id);
+      } catch (RuntimeException malformed) {
+        return false;
+      }
+    });
+  }
+
+  /**
+   * The leader's ReleasePool of a network. Swarm also calls it to roll back an allocation that
+   * failed (and a new leader allocates every network again), so it removes the network only when
+   * Docker freed it first (FreeNetwork) and no node has an endpoint on it any more; freed with
+   * endpoints left, the removal is deferred to the garbage collector; not freed, it is a rollback
+   * and nothing changes.
+   */
+  public Future<PoolRelease> releaseGlobalPool(String flannelId) {
+    return freed(flannelId).compose(freed -> {
+      if (!freed) {
+        LOG.info("ReleasePool of network " + flannelId + " without FreeNetwork: Swarm rolled back an allocation;"
+            + " the network is kept");
+        return Future.succeededFuture(PoolRelease.ROLLBACK);
+      }
+      return endpointsLeft(flannelId).compose(left -> {
+        if (left > 0) {
+          LOG.info("network " + flannelId + " was removed by Docker; its state goes once its last " + left
+              + " endpoint(s) are gone");
+          return Future.succeededFuture(PoolRelease.DEFERRED);
+        }
+        return removeNetwork(flannelId).map(v -> PoolRelease.REMOVED);
+      });
+    });
+  }
+
+  /** How many endpoint records (on any node) name the network. */
+  public Future<Integer> endpointsLeft(String flannelId) {
+    return etcd.list(schema.allEndpoints()).map(l -> {
+      int n = 0;
+      for (KeyValue kv : l.kvs()) {
+        try {
+          if (flannelId.equals(new JsonObject(kv.value()).getString("FlannelID"))) {
+            n++;
+          }
+        } catch (RuntimeException malformed) {
+          // not an endpoint of any network we can name
+        }
+      }
+      return n;
+    });
   }
 
   /**
@@ -230,6 +438,7 @@ public final class Ipam {
     networks.remove(flannelId);
     used.remove(flannelId);
     cursors.keySet().removeIf(k -> k.startsWith(flannelId + "/"));
+    leaseGen.remove(flannelId);
     NodeLease nl = leases.remove(flannelId);
     EtcdStore.KeepAlive ka = keepAlives.remove(flannelId);
     if (ka != null) {
@@ -265,7 +474,9 @@ public final class Ipam {
     if (raced != null) {
       return raced;
     }
-    acquire(flannelId, node, publicIp, Optional.empty(), 0).onComplete(ar -> {
+    long gen = generations.incrementAndGet();
+    leaseGen.put(flannelId, gen);
+    acquire(flannelId, node, publicIp, Optional.empty(), 0, gen).onComplete(ar -> {
       leasing.remove(flannelId, mine);
       p.handle(ar);
     });
@@ -284,13 +495,7 @@ public final class Ipam {
         if (schema.family(kv.key()) != io.flannelnp.etcd.EtcdSchema.Family.SUBNET_LEASES) {
           continue;
         }
-        String ip;
-        try {
-          ip = new JsonObject(kv.value()).getString("PublicIP", "");
-        } catch (RuntimeException e) {
-          continue; // not a lease value we understand; not ours to touch
-        }
-        if (ip.equals(publicIp)) {
+        if (publicIp.equals(leasePublicIp(kv.value()))) {
           schema.flannelIdOf(kv.key()).ifPresent(fid -> adopted.add(ensureNodeLease(fid, node, publicIp)));
         }
       }
@@ -310,28 +515,54 @@ public final class Ipam {
     return Optional.ofNullable(leases.get(flannelId));
   }
 
-  private Future<NodeLease> acquire(String fid, String node, String publicIp, Optional<Cidr> preferred, int attempt) {
-    return network(fid).compose(rec -> etcd.list(schema.subnets(fid)).compose(listing -> {
+  /** A lease value's PublicIP; "" when the value is not a lease a node could be matched by. */
+  private static String leasePublicIp(String value) {
+    try {
+      return new JsonObject(value).getValue("PublicIP") instanceof String s ? s : "";
+    } catch (RuntimeException malformed) {
+      return "";
+    }
+  }
+
+  /**
+   * The block of a lease key's rest ("a.b.c.d-len", or flanneld's dual-stack
+   * "a.b.c.d-len&ipv6-len"), empty when it is not one.
+   */
+  static Optional<Cidr> leaseBlock(String rest) {
+    int amp = rest.indexOf('&');
+    try {
+      return Optional.of(Cidr.fromKey(amp >= 0 ? rest.substring(0, amp) : rest));
+    } catch (IllegalArgumentException malformed) {
+      return Optional.empty();
+    }
+  }
+
+  private Future<NodeLease> acquire(String fid, String node, String publicIp, Optional<Cidr> preferred, int attempt,
+      long gen) {
+    return network(fid).compose(rec -> layout(rec).compose(lay -> etcd.list(schema.subnets(fid)).compose(listing -> {
       String value = FlannelJson.lease(publicIp, rec.vni(), FlannelJson.vtepMac(node, rec.vni()));
       Set<Cidr> taken = new HashSet<>();
       for (KeyValue kv : listing.kvs()) {
-        Cidr block = Cidr.fromKey(kv.key().substring(schema.subnets(fid).length()));
-        taken.add(block);
-        String ip = new JsonObject(kv.value()).getString("PublicIP", "");
-        if (ip.equals(publicIp)) {
+        Optional<Cidr> parsed = leaseBlock(kv.key().substring(schema.subnets(fid).length()));
+        if (parsed.isEmpty()) {
+          continue; // not a lease key; the audit reports it
+        }
+        Cidr block = parsed.get();
+        for (long b = block.base(); b <= block.last(); b += Math.min(block.size(), 1L << (32 - lay.hostSize()))) {
+          taken.add(Cidr.containing(b, lay.hostSize()));
+        }
+        if (publicIp.equals(leasePublicIp(kv.value())) && block.prefix() == lay.hostSize() && kv.key().indexOf('&') < 0) {
           // ours from before a restart: take it back under a fresh etcd lease
           return etcd.grantLease(config.subnetLeaseTtlSeconds()).compose(lease -> etcd.txn()
               .ifModRevision(kv.key(), kv.modRevision()).thenPut(kv.key(), value, lease).commit()
-              .compose(r -> r.succeeded() ? Future.succeededFuture(held(fid, node, publicIp, block, lease, value))
-                  : retryAcquire(fid, node, publicIp, preferred, attempt, lease)));
+              .compose(r -> r.succeeded() ? Future.succeededFuture(held(fid, node, publicIp, block, lease, value, gen))
+                  : retryAcquire(fid, node, publicIp, preferred, attempt, lease, gen)));
         }
       }
-      Optional<Cidr> block = preferred.filter(b -> !taken.contains(b));
+      Optional<Cidr> block = preferred.filter(b -> !taken.contains(b) && b.prefix() == lay.hostSize());
       if (block.isEmpty()) {
-        Cidr min = plan.subnetMin(rec.subnet());
-        Cidr max = plan.subnetMax(rec.subnet());
-        for (long b = min.base(); b <= max.base(); b += min.size()) {
-          Cidr c = new Cidr(b, plan.hostSize());
+        for (long b = lay.subnetMin().base(); b <= lay.subnetMax().base(); b += lay.subnetMin().size()) {
+          Cidr c = new Cidr(b, lay.hostSize());
           if (!taken.contains(c)) {
             block = Optional.of(c);
             break;
@@ -339,51 +570,144 @@ public final class Ipam {
         }
       }
       if (block.isEmpty()) {
-        return Future.failedFuture(new IpamException(Reason.EXHAUSTED, "all " + config.nodesPerNetwork()
-            + " node blocks of network " + rec.subnet() + " are leased; raise DEFAULT_HOST_SUBNET_SIZE or lower NETWORK_SUBNET_SIZE"));
+        long count = (lay.subnetMax().base() - lay.subnetMin().base()) / lay.subnetMin().size() + 1;
+        return Future.failedFuture(new IpamException(Reason.EXHAUSTED, "all " + count + " node blocks of network "
+            + rec.subnet() + " (" + lay.subnetMin() + " to " + lay.subnetMax()
+            + ") are leased; raise DEFAULT_HOST_SUBNET_SIZE or lower NETWORK_SUBNET_SIZE"));
       }
       Cidr chosen = block.get();
       String key = schema.subnet(fid, chosen);
-      return etcd.grantLease(config.subnetLeaseTtlSeconds()).compose(lease -> etcd.txn().ifAbsent(key)
-          .thenPut(key, value, lease).commit()
-          .compose(r -> r.succeeded() ? Future.succeededFuture(held(fid, node, publicIp, chosen, lease, value))
-              : retryAcquire(fid, node, publicIp, preferred, attempt, lease)));
-    }));
+      return reclaimBlock(fid, chosen, key, node).compose(v -> etcd.grantLease(config.subnetLeaseTtlSeconds()))
+          .compose(lease -> etcd.txn().ifAbsent(key).thenPut(key, value, lease).commit()
+              .compose(r -> r.succeeded() ? Future.succeededFuture(held(fid, node, publicIp, chosen, lease, value, gen))
+                  : retryAcquire(fid, node, publicIp, preferred, attempt, lease, gen)));
+    })));
+  }
+
+  /**
+   * Before taking a block nobody leases: free the addresses other nodes still hold in it. They are
+   * left by a node whose lease expired (it died, or was cut off longer than SUBNET_LEASE_TTL):
+   * its gateway would refuse this node's, and its containers' addresses would be lost for good.
+   * Each delete is guarded by the block's lease being absent, so a node that takes the block
+   * first keeps what it has. This node's own addresses stay (its containers may still run).
+   */
+  private Future<Void> reclaimBlock(String fid, Cidr block, String leaseKey, String node) {
+    return etcd.list(schema.allocations(fid)).compose(l -> {
+      List<KeyValue> stale = new ArrayList<>();
+      for (KeyValue kv : l.kvs()) {
+        String ip = kv.key().substring(schema.allocations(fid).length());
+        if (!Ipv4.isValid(ip) || !block.contains(Ipv4.parse(ip))) {
+          continue;
+        }
+        Owner o = Owner.parse(kv.value());
+        if (o.readable() && o.space() == Owner.Space.LOCAL && !o.node().equals(node)) {
+          stale.add(kv);
+        }
+      }
+      if (stale.isEmpty()) {
+        return Future.succeededFuture();
+      }
+      List<Future<Txn.Result>> txns = new ArrayList<>();
+      for (int i = 0; i < stale.size(); i += 60) {
+        Txn t = etcd.txn().ifAbsent(leaseKey);
+        for (KeyValue kv : stale.subList(i, Math.min(stale.size(), i + 60))) {
+          t.ifModRevision(kv.key(), kv.modRevision()).thenDelete(kv.key());
+        }
+        txns.add(t.commit());
+      }
+      return Future.all(txns).map(cf -> {
+        Map<Long, Owner> c = used.get(fid);
+        for (int i = 0; i < txns.size(); i++) {
+          if (txns.get(i).result().succeeded()) {
+            for (KeyValue kv : stale.subList(i * 60, Math.min(stale.size(), i * 60 + 60))) {
+              if (c != null) {
+                c.remove(Ipv4.parse(kv.key().substring(schema.allocations(fid).length())));
+              }
+            }
+          }
+        }
+        LOG.warning("node block " + block + " of network " + fid + " was leased by a node that is gone: freed "
+            + stale.size() + " address(es) it still held (" + stale.stream().map(kv -> Owner.parse(kv.value()).node())
+                .distinct().sorted().reduce((a, b) -> a + ", " + b).orElse("") + ")");
+        return (Void) null;
+      });
+    });
   }
 
   private Future<NodeLease> retryAcquire(String fid, String node, String publicIp, Optional<Cidr> preferred, int attempt,
-      long wastedLease) {
+      long wastedLease, long gen) {
     etcd.revokeLease(wastedLease);
     if (attempt + 1 >= RACE_RETRIES) {
       return Future.failedFuture(new IpamException(Reason.CONFLICT, "could not lease a node block of network " + fid
           + " after " + RACE_RETRIES + " races; retry"));
     }
-    return acquire(fid, node, publicIp, preferred, attempt + 1);
+    return acquire(fid, node, publicIp, preferred, attempt + 1, gen);
   }
 
-  private NodeLease held(String fid, String node, String publicIp, Cidr block, long lease, String value) {
+  private NodeLease held(String fid, String node, String publicIp, Cidr block, long lease, String value, long gen) {
+    if (leaseGen.getOrDefault(fid, -1L) != gen) {
+      // the network was forgotten or the lease given up while this acquisition ran
+      etcd.revokeLease(lease);
+      throw new IpamException(Reason.NOT_FOUND, "network " + fid + " was removed while its lease was taken");
+    }
     NodeLease nl = new NodeLease(fid, block, lease, value);
-    leases.put(fid, nl);
-    EtcdStore.KeepAlive old = keepAlives.put(fid, etcd.keepAlive(lease, () -> {
-      // The lease expired (etcd was away longer than SUBNET_LEASE_TTL): take the same block back.
-      LOG.warning("lease of " + block + " in network " + fid + " was lost; re-acquiring it");
-      leases.remove(fid);
-      EtcdStore.KeepAlive ka = keepAlives.remove(fid);
-      if (ka != null) {
-        ka.close();
-      }
-      acquire(fid, node, publicIp, Optional.of(block), 0)
-          .onFailure(e -> LOG.severe("cannot re-acquire " + block + " of network " + fid + ": " + e.getMessage()));
-    }));
+    NodeLease before = leases.put(fid, nl);
+    EtcdStore.KeepAlive old = keepAlives.put(fid, etcd.keepAlive(lease, () -> leaseLost(fid, node, publicIp, nl)));
     if (old != null) {
       old.close();
+    }
+    if (before != null && !before.block().equals(block)) {
+      LOG.severe("node " + node + " lost its block " + before.block() + " of network " + fid
+          + " to another node; it holds " + block + " now (containers of the old block are unreachable)");
     }
     LOG.info("node " + node + " holds " + block + " of network " + fid);
     return nl;
   }
 
+  /**
+   * etcd says the lease of this node's block is gone (etcd was away longer than SUBNET_LEASE_TTL,
+   * or someone revoked it). The node keeps answering with its block while it takes the same block
+   * back, retrying with backoff until etcd lets it.
+   */
+  private void leaseLost(String fid, String node, String publicIp, NodeLease lost) {
+    if (leases.get(fid) != lost) {
+      return; // already replaced
+    }
+    LOG.warning("lease of " + lost.block() + " in network " + fid + " was lost; taking the same block back");
+    EtcdStore.KeepAlive ka = keepAlives.remove(fid);
+    if (ka != null) {
+      ka.close();
+    }
+    reacquire(fid, node, publicIp, lost, 0);
+  }
+
+  private void reacquire(String fid, String node, String publicIp, NodeLease lost, int attempt) {
+    Long gen = leaseGen.get(fid);
+    if (gen == null || leases.get(fid) != lost) {
+      return;
+    }
+    acquire(fid, node, publicIp, Optional.of(lost.block()), 0, gen).onComplete(ar -> {
+      if (ar.succeeded()) {
+        if (attempt > 0) {
+          LOG.info("took " + ar.result().block() + " of network " + fid + " back after " + attempt + " failed attempt(s)");
+        }
+        return;
+      }
+      if (ar.cause() instanceof IpamException e && e.reason() == Reason.NOT_FOUND) {
+        forget(fid);
+        return;
+      }
+      long delay = Math.min(30_000, 500L << Math.min(attempt, 6));
+      Level level = attempt == 0 || attempt % 10 == 9 ? Level.SEVERE : Level.FINE;
+      LOG.log(level, "cannot take " + lost.block() + " of network " + fid + " back yet (" + ar.cause().getMessage()
+          + "); retrying in " + delay + " ms");
+      etcd.vertx().setTimer(delay, t -> reacquire(fid, node, publicIp, lost, attempt + 1));
+    });
+  }
+
   /** Gives up this node's lease of a network (revoking it deletes the key at once). */
   public Future<Void> releaseNodeLease(String flannelId) {
+    leaseGen.remove(flannelId);
     NodeLease nl = leases.remove(flannelId);
     EtcdStore.KeepAlive ka = keepAlives.remove(flannelId);
     if (ka != null) {
@@ -398,6 +722,7 @@ public final class Ipam {
     if (w != null) {
       w.close();
     }
+    leaseGen.clear();
     keepAlives.values().forEach(EtcdStore.KeepAlive::close);
     keepAlives.clear();
     leases.clear();
@@ -418,7 +743,13 @@ public final class Ipam {
   private Future<Integer> changePoolRef(String fid, String node, int delta, int attempt) {
     String key = schema.poolRef(fid, node);
     return etcd.get(key).compose(kv -> {
-      int now = kv.map(k -> new JsonObject(k.value()).getInteger("Refs", 0)).orElse(0);
+      int now = kv.map(k -> {
+        try {
+          return new JsonObject(k.value()).getInteger("Refs", 0);
+        } catch (RuntimeException malformed) {
+          return 1; // unreadable: counted as one reference, rewritten below
+        }
+      }).orElse(0);
       int next = Math.max(0, now + delta);
       Txn t = etcd.txn().ifModRevision(key, kv.map(KeyValue::modRevision).orElse(0L));
       if (next == 0) {
@@ -440,7 +771,8 @@ public final class Ipam {
   /** Claims exactly {@code address} for {@code owner}; succeeds if the same holder already has it. */
   public Future<Allocation> allocateSpecific(String flannelId, long address, Owner owner) {
     String key = schema.allocation(flannelId, Ipv4.format(address));
-    return etcd.txn().ifAbsent(key).thenPut(key, owner.toJson()).elseGet(key).commit().compose(r -> {
+    String value = owner.toJson();
+    return uncertainOnTimeout(key, value, etcd.txn().ifAbsent(key).thenPut(key, value).elseGet(key).commit()).compose(r -> {
       if (r.succeeded()) {
         cache(flannelId).put(address, owner);
         return Future.succeededFuture(new Allocation(address, owner, false));
@@ -448,9 +780,10 @@ public final class Ipam {
       if (r.elseReads().isEmpty()) {
         return allocateSpecific(flannelId, address, owner); // released between compare and read
       }
-      Owner holder = Owner.fromJson(r.elseReads().get(0).value());
+      Owner holder = Owner.parse(r.elseReads().get(0).value());
       cache(flannelId).put(address, holder);
       if (holder.sameHolder(owner)) {
+        uncertain.remove(key); // a retry of a write that timed out: the caller has it now
         return Future.succeededFuture(new Allocation(address, holder, true));
       }
       return Future.failedFuture(new IpamException(Reason.IN_USE,
@@ -494,7 +827,8 @@ public final class Ipam {
     long a = candidate;
     cursors.put(cursorKey, a + 1 > last ? first : a + 1);
     String key = schema.allocation(fid, Ipv4.format(a));
-    return etcd.txn().ifAbsent(key).thenPut(key, owner.toJson()).elseGet(key).commit()
+    String value = owner.toJson();
+    return uncertainOnTimeout(key, value, etcd.txn().ifAbsent(key).thenPut(key, value).elseGet(key).commit())
         .andThen(ar -> inFlight.remove(a)).compose(r -> {
       if (r.succeeded()) {
         cache.put(a, owner);
@@ -502,13 +836,50 @@ public final class Ipam {
         return Future.succeededFuture(new Allocation(a, owner, false));
       }
       if (!r.elseReads().isEmpty()) {
-        cache.put(a, Owner.fromJson(r.elseReads().get(0).value()));
+        cache.put(a, Owner.parse(r.elseReads().get(0).value()));
       }
       if (races > 4 * size) {
         return Future.failedFuture(new IpamException(Reason.CONFLICT, rangeName + " is contended; retry"));
       }
       return allocateNext(fid, first, last, owner, rangeName, hint, refreshed, races + 1);
     });
+  }
+
+  /**
+   * A create-once write that failed without an answer (a deadline, a broken connection) may still
+   * have been committed: remember it (the caller is told it failed, so an address it created must
+   * be freed again), and make the next search read etcd instead of the cache.
+   */
+  private Future<Txn.Result> uncertainOnTimeout(String key, String value, Future<Txn.Result> write) {
+    return write.onFailure(err -> {
+      uncertain.put(key, value);
+      schema.flannelIdOf(key).ifPresent(used::remove);
+    });
+  }
+
+  /**
+   * Frees the allocations whose write timed out but was committed (the value is still exactly the
+   * one written: nobody took it since); forgets those that were not. Returns how many it freed.
+   */
+  public Future<Integer> settleUncertain() {
+    List<Future<Boolean>> done = new ArrayList<>();
+    for (Map.Entry<String, String> e : Map.copyOf(uncertain).entrySet()) {
+      done.add(etcd.txn().ifValue(e.getKey(), e.getValue()).thenDelete(e.getKey()).commit().map(r -> {
+        uncertain.remove(e.getKey(), e.getValue());
+        if (r.succeeded()) {
+          schema.flannelIdOf(e.getKey()).ifPresent(used::remove);
+          LOG.warning("freed " + e.getKey() + ": its allocation timed out (the caller was told it failed) but etcd"
+              + " had committed it");
+        }
+        return r.succeeded();
+      }));
+    }
+    return Future.join(done).map(cf -> (int) done.stream().filter(f -> f.succeeded() && f.result()).count());
+  }
+
+  /** How many allocations wait for {@link #settleUncertain()}. */
+  public int uncertainCount() {
+    return uncertain.size();
   }
 
   /** An address held by a holder matching {@code test}, from a fresh read of the network's allocations. */
@@ -523,7 +894,8 @@ public final class Ipam {
   public Future<Optional<Allocation>> find(String flannelId, Predicate<Owner> test, boolean refresh) {
     return loadCache(flannelId, refresh).map(c -> {
       for (Map.Entry<Long, Owner> e : c.entrySet()) {
-        if (test.test(e.getValue())) {
+        if (e.getValue().readable() && test.test(e.getValue())) {
+          uncertain.remove(schema.allocation(flannelId, Ipv4.format(e.getKey())));
           return Optional.of(new Allocation(e.getKey(), e.getValue(), true));
         }
       }
@@ -533,12 +905,13 @@ public final class Ipam {
 
   /** The holder of {@code address}, read from etcd. */
   public Future<Optional<Owner>> holder(String flannelId, long address) {
-    return etcd.get(schema.allocation(flannelId, Ipv4.format(address))).map(kv -> kv.map(k -> Owner.fromJson(k.value())));
+    return etcd.get(schema.allocation(flannelId, Ipv4.format(address))).map(kv -> kv.map(k -> Owner.parse(k.value())));
   }
 
   /**
    * Frees {@code address} if its holder passes {@code allowed}. An address that is not held, or is
-   * held by someone else, is left alone (false) — never a free of someone else's address.
+   * held by someone else, is left alone (false) — never a free of someone else's address. A record
+   * that does not parse is never freed here (the audit reports it).
    */
   public Future<Boolean> release(String flannelId, long address, Predicate<Owner> allowed) {
     return release(flannelId, address, allowed, 0);
@@ -547,11 +920,12 @@ public final class Ipam {
   private Future<Boolean> release(String fid, long address, Predicate<Owner> allowed, int attempt) {
     String key = schema.allocation(fid, Ipv4.format(address));
     Owner cached = cache(fid).get(address);
-    if (attempt == 0 && cached != null && allowed.test(cached)) {
+    if (attempt == 0 && cached != null && cached.readable() && allowed.test(cached)) {
       // One round trip when the cache knows the holder: delete only if the value is unchanged.
       return etcd.txn().ifValue(key, cached.toJson()).thenDelete(key).commit().compose(r -> {
         if (r.succeeded()) {
           cache(fid).remove(address);
+          uncertain.remove(key);
           return Future.succeededFuture(true);
         }
         return release(fid, address, allowed, 1);
@@ -563,19 +937,41 @@ public final class Ipam {
         LOG.fine("release of " + Ipv4.format(address) + " in " + fid + ": not held; nothing to do");
         return Future.succeededFuture(false);
       }
-      Owner o = Owner.fromJson(kv.get().value());
-      if (!allowed.test(o)) {
+      Owner o = Owner.parse(kv.get().value());
+      if (!o.readable() || !allowed.test(o)) {
         LOG.fine("release of " + Ipv4.format(address) + " in " + fid + " ignored: held by " + o.describe());
         return Future.succeededFuture(false);
       }
       return etcd.txn().ifModRevision(key, kv.get().modRevision()).thenDelete(key).commit().compose(r -> {
         if (r.succeeded()) {
           cache(fid).remove(address);
+          uncertain.remove(key);
           return Future.succeededFuture(true);
         }
         return attempt < RACE_RETRIES ? release(fid, address, allowed, attempt + 1) : Future.succeededFuture(false);
       });
     });
+  }
+
+  /**
+   * Writes an allocation Docker holds but etcd lost (create-once): the address of a running
+   * endpoint must never be handed to someone else. Fails with IN_USE naming the other holder.
+   */
+  public Future<Allocation> restore(String flannelId, long address, Owner owner) {
+    return allocateSpecific(flannelId, address, owner);
+  }
+
+  /** Forgets what the cache says of an allocation key that was deleted behind this class's back. */
+  public void forgetCached(String key) {
+    Optional<String> fid = schema.flannelIdOf(key);
+    if (fid.isEmpty() || !key.startsWith(schema.allocations(fid.get()))) {
+      return;
+    }
+    String ip = key.substring(schema.allocations(fid.get()).length());
+    Map<Long, Owner> c = used.get(fid.get());
+    if (c != null && Ipv4.isValid(ip)) {
+      c.remove(Ipv4.parse(ip));
+    }
   }
 
   /** Records which endpoint holds an address (after CreateEndpoint), if the holder is unchanged. */
@@ -585,6 +981,7 @@ public final class Ipam {
     return etcd.txn().ifValue(key, expected.toJson()).thenPut(key, tagged.toJson()).commit().map(r -> {
       if (r.succeeded()) {
         cache(flannelId).put(address, tagged);
+        uncertain.remove(key);
       }
       return (Void) null;
     });
@@ -602,7 +999,11 @@ public final class Ipam {
     return etcd.list(schema.allocations(fid)).map(l -> {
       Map<Long, Owner> fresh = new ConcurrentHashMap<>();
       for (KeyValue kv : l.kvs()) {
-        fresh.put(Ipv4.parse(kv.key().substring(schema.allocations(fid).length())), Owner.fromJson(kv.value()));
+        String ip = kv.key().substring(schema.allocations(fid).length());
+        if (Ipv4.isValid(ip)) {
+          // an unreadable value still holds its address: never handed out, reported by the audit
+          fresh.put(Ipv4.parse(ip), Owner.parse(kv.value()));
+        }
       }
       used.put(fid, fresh);
       return fresh;

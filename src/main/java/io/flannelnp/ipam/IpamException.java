@@ -1,8 +1,9 @@
 package io.flannelnp.ipam;
 
 /** A refused IPAM request; the message tells the user what is wrong and what to change. */
-public final class IpamException extends RuntimeException {
-  public enum Reason { BAD_REQUEST, NOT_FOUND, IN_USE, EXHAUSTED, CONFLICT }
+public class IpamException extends RuntimeException {
+  /** MALFORMED: a record in etcd that this request needs does not parse; the message names its key. */
+  public enum Reason { BAD_REQUEST, NOT_FOUND, IN_USE, EXHAUSTED, CONFLICT, MALFORMED }
 
   private final Reason reason;
 

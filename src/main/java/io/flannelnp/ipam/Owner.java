@@ -13,6 +13,9 @@ import java.time.Instant;
 public record Owner(Kind kind, Space space, String node, String mac, String endpoint, String placeholder,
     String requestedBy, String at) {
 
+  /** Kind of a record that does not parse: held by someone, never handed out, never freed by us. */
+  private static final String UNREADABLE_NODE = "\u0000unreadable";
+
   public enum Kind {
     GATEWAY, VIP, PLACEHOLDER, CONTAINER;
 
@@ -48,6 +51,9 @@ public record Owner(Kind kind, Space space, String node, String mac, String endp
    * placeholder. Times and the requesting node do not matter.
    */
   public boolean sameHolder(Owner o) {
+    if (!readable() || !o.readable()) {
+      return false;
+    }
     boolean kindsMatch = kind == o.kind
         || (space == Space.GLOBAL && o.space == Space.GLOBAL && kind != Kind.GATEWAY && o.kind != Kind.GATEWAY);
     return kindsMatch && space == o.space && node.equals(o.node)
@@ -55,6 +61,9 @@ public record Owner(Kind kind, Space space, String node, String mac, String endp
   }
 
   public String describe() {
+    if (!readable()) {
+      return "an unreadable record (" + at + ")";
+    }
     StringBuilder sb = new StringBuilder(kind.json());
     if (space == Space.GLOBAL) {
       sb.append(" of the Swarm leader");
@@ -75,6 +84,24 @@ public record Owner(Kind kind, Space space, String node, String mac, String endp
         .put("Kind", kind.json()).put("Space", space.json()).put("Node", node).put("Mac", mac)
         .put("Endpoint", endpoint).put("Placeholder", placeholder).put("RequestedBy", requestedBy).put("At", at)
         .encode();
+  }
+
+  /**
+   * The owner a stored value names, or an unreadable owner (see {@link #readable()}) when the value
+   * is not an owner record: the address stays taken, and the record is reported, not freed.
+   */
+  public static Owner parse(String json) {
+    try {
+      return fromJson(json);
+    } catch (RuntimeException e) {
+      String why = e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage();
+      return new Owner(Kind.PLACEHOLDER, Space.GLOBAL, UNREADABLE_NODE, "", "", "", "", why);
+    }
+  }
+
+  /** False for a stored value that is not an owner record ({@link #at()} then says why). */
+  public boolean readable() {
+    return !UNREADABLE_NODE.equals(node);
   }
 
   public static Owner fromJson(String json) {

@@ -801,6 +801,7 @@ class ConfigTest {
         Map.entry("DOCKER_SOCKET", "x"),
         Map.entry("NODE_NAME", "-x"),
         Map.entry("NODE_RECORDS_TTL", "4"),
+        Map.entry("GC_GRACE", "4"),
         Map.entry("ADMIN_LISTEN", "x"),
         Map.entry("ADMIN_TOKEN", "short"),
         Map.entry("ADMIN_INSECURE_LOOPBACK", "x"),

@@ -80,6 +80,8 @@ class EtcdSchemaTest {
     m.put(s.subnet(ID, BLOCK), Family.SUBNET_LEASES);
     m.put(s.subnets(ID), Family.SUBNET_LEASES);
     m.put(s.pool(ID), Family.POOLS);
+    m.put(s.freed(ID), Family.POOLS);
+    m.put(s.settings(), Family.SETTINGS);
     m.put(s.allocation(ID, "10.1.0.130"), Family.ALLOCATIONS);
     m.put(s.allocations(ID), Family.ALLOCATIONS);
     m.put(s.endpoint("node-a", "ep1"), Family.ENDPOINTS);

@@ -41,6 +41,8 @@ public final class Daemon {
   private final EtcdStore etcd;
   private final EtcdSchema schema;
   private Ipam ipam;
+  private io.flannelnp.ipam.ClusterSettings settings;
+  private volatile java.util.function.Consumer<String> fatal = msg -> LOG.severe(msg);
   private final Deque<String[]> deployed = new ArrayDeque<>(); // {name, deploymentId}
 
   public Daemon(Config config) {
@@ -60,8 +62,9 @@ public final class Daemon {
   public Future<Void> start() {
     PluginRoutes routes = new PluginRoutes(etcd);
     ipam = new Ipam(etcd, schema, config);
+    settings = new io.flannelnp.ipam.ClusterSettings(etcd, schema, config);
     Supplier<Future<String>> publicIp = publicIp();
-    new IpamApi(ipam, config, publicIp).register(routes);
+    new IpamApi(ipam, config, publicIp, this::verifiedSettings).register(routes);
     new NetworkApi(ipam, etcd, schema, vertx.eventBus(), config, publicIp).register(routes);
     io.flannelnp.admin.DecisionLog.install(vertx.eventBus());
     Future<Void> chain = deploy("ApiVerticle", new ApiVerticle(config.pluginSocket(), routes));
@@ -72,12 +75,42 @@ public final class Daemon {
               List.of("flannel", "lb", "dns", "docker"), etcd::lastRevision)));
     }
     chain = chain
-        .compose(v -> deploy("EtcdWatchVerticle", new EtcdWatchVerticle(etcd, schema)))
+        .compose(v -> deploy("EtcdWatchVerticle", new EtcdWatchVerticle(etcd, schema,
+            Duration.ofSeconds(Math.min(config.nodeRecordsTtlSeconds(), config.subnetLeaseTtlSeconds())))))
         .compose(v -> deploy("FlannelVerticle", new FlannelVerticle(config, schema, kernel)))
         .compose(v -> deploy("LoadBalancerVerticle", new LoadBalancerVerticle(schema, kernel)))
         .compose(v -> deploy("DnsVerticle", new DnsVerticle(config, schema)))
-        .compose(v -> deploy("DockerVerticle", new DockerVerticle(config, etcd, schema)));
-    return chain.onSuccess(v -> adoptLeases(publicIp));
+        .compose(v -> deploy("DockerVerticle", new DockerVerticle(config, etcd, schema)))
+        .compose(v -> deploy("GcVerticle", new io.flannelnp.gc.GcVerticle(etcd, schema, ipam, config.nodeName(),
+            Duration.ofSeconds(config.gcGraceSeconds()), config.nodeRecordsTtlSeconds(), publicIp, Version.string())));
+    return chain.onSuccess(v -> {
+      checkSettings();
+      adoptLeases(publicIp);
+    });
+  }
+
+  /** Called once with one line when the daemon must not go on (exit 2): its settings disagree with the cluster's. */
+  public void onFatal(java.util.function.Consumer<String> handler) {
+    this.fatal = handler;
+  }
+
+  /** The cluster settings check IPAM calls wait for: a disagreement is fatal. */
+  private Future<Void> verifiedSettings() {
+    return settings.verify().onFailure(e -> {
+      if (e instanceof io.flannelnp.ipam.ClusterSettings.Disagreement) {
+        fatal.accept(e.getMessage());
+      }
+    });
+  }
+
+  /** Compares this node's address settings with the cluster's as soon as etcd answers. */
+  private void checkSettings() {
+    verifiedSettings().onFailure(e -> {
+      if (!(e instanceof io.flannelnp.ipam.ClusterSettings.Disagreement)) {
+        LOG.fine("cluster settings not checked yet (" + e.getMessage() + "); retrying in 5 s");
+        vertx.setTimer(5000, t -> checkSettings());
+      }
+    });
   }
 
   /** Renews the Flannel leases this node held before a restart; retried until etcd answers. */

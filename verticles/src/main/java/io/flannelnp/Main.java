@@ -43,6 +43,12 @@ public final class Main {
 
     Daemon daemon = new Daemon(config);
     CountDownLatch stop = new CountDownLatch(1);
+    java.util.concurrent.atomic.AtomicReference<String> fatal = new java.util.concurrent.atomic.AtomicReference<>();
+    daemon.onFatal(msg -> {
+      if (fatal.compareAndSet(null, msg)) {
+        stop.countDown();
+      }
+    });
     Signal.handle(new Signal("TERM"), s -> stop.countDown());
     Signal.handle(new Signal("INT"), s -> stop.countDown());
     try {
@@ -54,6 +60,12 @@ public final class Main {
     }
     log.info("flannel-np started");
     stop.await();
+    if (fatal.get() != null) {
+      log.severe(fatal.get());
+      daemon.stop(8, TimeUnit.SECONDS);
+      System.err.println("flannel-np: " + fatal.get());
+      System.exit(2);
+    }
     log.info("stopping (signal received)");
     // Docker SIGKILLs a plugin 10 s after SIGTERM: finish well before.
     daemon.stop(8, TimeUnit.SECONDS);

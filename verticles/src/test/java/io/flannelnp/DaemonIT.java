@@ -132,6 +132,33 @@ class DaemonIT {
     }
   }
 
+  /**
+   * The address settings must be the same on every node (else nodes carve overlapping networks and
+   * blocks): the first node writes them to etcd, a node with others stops with exit 2 and a line
+   * naming the setting, its value and the cluster's.
+   */
+  @Test
+  void aNodeWhoseAddressSettingsDisagreeWithTheClustersStopsWithExitCode2NamingTheSetting() throws Exception {
+    try (EtcdServer etcd = EtcdServer.start()) {
+      try (DaemonProcess first = DaemonProcess.start(dir, env(etcd.endpoint()))) {
+        assertThat(first.waitForLog("cluster settings written", Duration.ofSeconds(20))).as(first.stderr()).isTrue();
+        first.sigterm();
+        assertThat(first.waitForExit(Duration.ofSeconds(10))).isZero();
+      }
+      Map<String, String> e = env(etcd.endpoint());
+      e.put("NETWORK_SUBNET_SIZE", "21");
+      e.put("NODE_NAME", "other-node");
+      try (DaemonProcess d = DaemonProcess.start(dir, e)) {
+        assertThat(d.waitForExit(Duration.ofSeconds(30))).as(d.stderr()).isEqualTo(2);
+        List<String> lines = d.stderr().strip().lines().toList();
+        assertThat(lines.get(lines.size() - 1)).isEqualTo("flannel-np: invalid setting NETWORK_SUBNET_SIZE=\"21\": the"
+            + " cluster uses \"20\" (/flannel/settings, written by node it-node); every node must use the same value"
+            + " (to change it for the whole cluster, edit that record while every node is stopped)");
+        assertThat(Files.exists(dir.resolve("fnp.sock"))).as("the refused daemon's socket is gone").isFalse();
+      }
+    }
+  }
+
   @Test
   void theCapacityIsLoggedAfterAGoodStart() throws Exception {
     Map<String, String> e = env(deadEtcd());

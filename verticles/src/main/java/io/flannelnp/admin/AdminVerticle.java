@@ -65,7 +65,8 @@ public final class AdminVerticle extends VerticleBase {
       Addresses.ETCD_CHANGES, "console.etcd.changes",
       Addresses.ETCD_STATUS, "console.etcd.status",
       Addresses.RECONCILE_REPORT, "console.reconcile.report",
-      Addresses.KERNEL_BATCH, "console.kernel.batch");
+      Addresses.KERNEL_BATCH, "console.kernel.batch",
+      Addresses.PROBLEMS, "console.problems");
 
   private static final String COOKIE = "fnp-admin-token";
   /** Consoles open at once; one more is closed at once (each costs a copy of every message). */
@@ -91,6 +92,8 @@ public final class AdminVerticle extends VerticleBase {
   private final Map<String, ReconcileReport> lastOk = new TreeMap<>();
   private final Map<String, ReconcileReport> last = new TreeMap<>();
   private final Map<String, Long> lastOkAt = new TreeMap<>();
+  /** What each source last reported wrong (see {@link io.flannelnp.bus.Observed.Problems}). */
+  private final Map<String, List<String>> problems = new java.util.concurrent.ConcurrentSkipListMap<>();
   private final AtomicLong watchRevision = new AtomicLong();
   private boolean listedOnce;
   private HttpServer server;
@@ -125,6 +128,12 @@ public final class AdminVerticle extends VerticleBase {
     bus.<DockerStatus>consumer(Addresses.DOCKER_STATUS, m -> docker = m.body());
     bus.<ReconcileReport>consumer(Addresses.RECONCILE_REPORT, m -> report(m.body()));
     bus.<KernelBatch>consumer(Addresses.KERNEL_BATCH, m -> batch(m.body()));
+    bus.<io.flannelnp.bus.Observed.Problems>consumer(Addresses.PROBLEMS, m -> {
+      problems.put(m.body().source(), m.body().problems());
+      Gauge.builder("fnp_problems", problems, ps -> ps.getOrDefault(m.body().source(), List.of()).size())
+          .description("problems a source reports now (malformed records, two owners, ...)")
+          .tag("source", m.body().source()).register(Metrics.REGISTRY);
+    });
     bus.<KeyChanges>consumer(Addresses.ETCD_CHANGES, m -> {
       watchRevision.accumulateAndGet(m.body().revision(), Math::max);
       if (m.body().resync()) {
@@ -439,7 +448,15 @@ public final class AdminVerticle extends VerticleBase {
         .put("docker", docker == null ? new JsonObject().put("reachable", (Object) null)
             : new JsonObject().put("reachable", docker.reachable()).put("apiVersion", docker.apiVersion())
                 .put("nodeId", docker.nodeId()).put("manager", docker.manager()).put("error", docker.error()))
-        .put("planes", p);
+        .put("planes", p)
+        .put("problemCount", problems.values().stream().mapToInt(List::size).sum())
+        .put("problems", problemsJson());
+  }
+
+  private JsonObject problemsJson() {
+    JsonObject j = new JsonObject();
+    problems.forEach((source, list) -> j.put(source, new io.vertx.core.json.JsonArray(list)));
+    return j;
   }
 
   @Override

@@ -79,6 +79,27 @@ public final class Metrics {
     });
   }
 
+  /**
+   * A leader's ReleasePool of a network: "removed" (Docker freed it), "deferred" (freed, endpoints
+   * left) or "rollback" (Swarm undoing a failed allocation: nothing changed).
+   */
+  public static void poolRelease(String outcome) {
+    Counter.builder("fnp_ipam_pool_releases").description("leader ReleasePool calls by outcome")
+        .tag("outcome", outcome).register(REGISTRY).increment();
+  }
+
+  /** A record the garbage collector freed, by kind (allocation, endpoint, pool-ref, network). */
+  public static void gcReclaimed(String kind) {
+    Counter.builder("fnp_gc_reclaimed").description("records freed because Docker no longer holds them")
+        .tag("kind", kind).register(REGISTRY).increment();
+  }
+
+  /** A record the garbage collector wrote back because Docker holds it and etcd had lost it. */
+  public static void gcRestored(String kind) {
+    Counter.builder("fnp_gc_restored").description("records restored from Docker's state")
+        .tag("kind", kind).register(REGISTRY).increment();
+  }
+
   static Timer timer(String name, String description, String plane) {
     return Timer.builder(name).description(description).tag("plane", plane).publishPercentileHistogram()
         .minimumExpectedValue(Duration.ofNanos(100_000)).maximumExpectedValue(Duration.ofSeconds(30))

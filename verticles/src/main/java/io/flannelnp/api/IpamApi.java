@@ -64,12 +64,19 @@ public final class IpamApi {
   private final AddressPlan plan;
   private final String node;
   private final Supplier<Future<String>> publicIp;
+  /** Succeeds once this node's address settings are known to be the cluster's. */
+  private final Supplier<Future<Void>> settings;
 
   public IpamApi(Ipam ipam, Config config, Supplier<Future<String>> publicIp) {
+    this(ipam, config, publicIp, Future::succeededFuture);
+  }
+
+  public IpamApi(Ipam ipam, Config config, Supplier<Future<String>> publicIp, Supplier<Future<Void>> settings) {
     this.ipam = ipam;
     this.plan = ipam.plan();
     this.node = config.nodeName();
     this.publicIp = publicIp;
+    this.settings = settings;
   }
 
   static boolean validFlannelId(String fid) {
@@ -100,7 +107,8 @@ public final class IpamApi {
     if (err instanceof PluginError) {
       return err;
     }
-    if (err instanceof IpamException || err instanceof EtcdUnavailableException) {
+    if (err instanceof IpamException || err instanceof EtcdUnavailableException
+        || err instanceof io.flannelnp.ipam.ClusterSettings.Disagreement) {
       return new PluginError(err.getMessage());
     }
     if (err instanceof io.vertx.core.eventbus.ReplyException re) {
@@ -142,11 +150,14 @@ public final class IpamApi {
     }
     Map<String, String> remembered = new TreeMap<>(opts);
     remembered.remove(SERIAL_OPTION); // the allocator's own marker, not the user's
+    // the request is valid: from here on addresses are handed out, so only with the cluster's settings
     if (space.equals(GLOBAL)) {
-      return ipam.createNetwork(fid, wanted, remembered).map(rec -> poolAnswer(new PoolId(Space.GLOBAL, fid), rec));
+      Optional<Cidr> w = wanted;
+      return settings.get().compose(v -> ipam.createNetwork(fid, w, remembered))
+          .map(rec -> poolAnswer(new PoolId(Space.GLOBAL, fid), rec));
     }
     Optional<Cidr> w = wanted;
-    return ipam.network(fid).compose(rec -> {
+    return settings.get().compose(v -> ipam.network(fid)).compose(rec -> {
       if (w.isPresent() && !w.get().equals(rec.subnet())) {
         return Future.failedFuture(new PluginError("pool " + w.get() + " does not match the subnet " + rec.subnet()
             + " of network " + fid));
@@ -165,8 +176,12 @@ public final class IpamApi {
   Future<JsonObject> releasePool(Req r) {
     PoolId id = PoolId.parse(r.string("PoolID"), r);
     if (id.space() == Space.GLOBAL) {
-      // The leader releases its pool only when the network is removed: everything goes.
-      return ipam.removeNetwork(id.flannelId()).map(v -> new JsonObject());
+      // Also a rollback of a failed allocation (Swarm, a new leader): Ipam removes the network
+      // only after Docker's FreeNetwork for it.
+      return ipam.releaseGlobalPool(id.flannelId()).map(outcome -> {
+        Metrics.poolRelease(outcome.name().toLowerCase(Locale.ROOT));
+        return new JsonObject();
+      });
     }
     return ipam.dropPoolRef(id.flannelId(), node).compose(refs -> {
       if (refs > 0) {
@@ -201,7 +216,7 @@ public final class IpamApi {
       throw r.bad("option " + MAC_OPTION + " '" + Req.clip(mac) + "' is not a MAC address");
     }
     Optional<Long> want = wanted;
-    return ipam.network(id.flannelId()).compose(rec -> {
+    return settings.get().compose(v -> ipam.network(id.flannelId())).compose(rec -> {
       if (want.isPresent() && !rec.subnet().contains(want.get())) {
         return Future.failedFuture(new PluginError("address " + Ipv4.format(want.get()) + " is outside the subnet "
             + rec.subnet() + " of network " + id.flannelId()));
@@ -248,15 +263,17 @@ public final class IpamApi {
         // Docker passes the leader's gateway; on this node the gateway is the node's own.
         return ipam.allocateSpecific(fid, AddressPlan.nodeGateway(block), Owner.nodeGateway(node));
       }
-      String hint = "give nodes bigger blocks with a shorter DEFAULT_HOST_SUBNET_SIZE (now /" + plan.hostSize() + ")";
+      String hint = "give nodes bigger blocks with a shorter DEFAULT_HOST_SUBNET_SIZE (now /" + block.prefix() + ")";
       String blockName = "this node's block " + block + " of network " + fid;
       if (want.isEmpty()) {
-        return ipam.allocateNext(fid, AddressPlan.nodeFirst(block), AddressPlan.nodeLast(block),
-            Owner.container(node, mac, ""), blockName, hint);
+        // the same request again (Docker retrying one that timed out) gets the address it got then
+        return untagged(fid, mac, "").compose(found -> found.isPresent() ? Future.succeededFuture(found.get())
+            : ipam.allocateNext(fid, AddressPlan.nodeFirst(block), AddressPlan.nodeLast(block),
+                Owner.container(node, mac, ""), blockName, hint));
       }
       long a = want.get();
       if (block.contains(a)) {
-        if (reserved(net, a)) {
+        if (a == block.base() || a == AddressPlan.nodeGateway(block) || a == block.last()) {
           return Future.failedFuture(new PluginError("address " + Ipv4.format(a) + " is reserved in " + block
               + " (the VTEP, gateway or broadcast address)"));
         }
@@ -264,18 +281,30 @@ public final class IpamApi {
       }
       if (plan.clusterRange(net).contains(a)) {
         // A leader-chosen task address: this node gives the container one of its own. A retry
-        // of the same container (same MAC, same placeholder) gets the same address back.
+        // for the same placeholder (and MAC, if Docker names one) gets the same address back.
         String ph = Ipv4.format(a);
-        Owner owner = Owner.container(node, mac, ph);
-        return ipam.find(fid, o -> o.kind() == Kind.CONTAINER && o.space() == Space.LOCAL && o.node().equals(node)
-                && !mac.isEmpty() && o.mac().equals(mac) && o.placeholder().equals(ph), false)
-            .compose(found -> found.isPresent() ? Future.succeededFuture(found.get())
-                : ipam.allocateNext(fid, AddressPlan.nodeFirst(block), AddressPlan.nodeLast(block), owner, blockName, hint));
+        return untagged(fid, mac, ph).compose(found -> found.isPresent() ? Future.succeededFuture(found.get())
+            : ipam.allocateNext(fid, AddressPlan.nodeFirst(block), AddressPlan.nodeLast(block),
+                Owner.container(node, mac, ph), blockName, hint));
       }
-      Cidr other = Cidr.containing(a, plan.hostSize());
+      Cidr other = Cidr.containing(a, block.prefix());
       return Future.failedFuture(new PluginError("address " + Ipv4.format(a) + " is in node block " + other
           + ", not in this node's block " + block + "; a container on this node can only have an address of " + block));
     });
+  }
+
+  /**
+   * This node's container address for the same request: the same MAC and placeholder (one
+   * container), or without a MAC the same placeholder on an address no endpoint has claimed yet.
+   * A request that names neither always gets a new address.
+   */
+  private Future<Optional<Allocation>> untagged(String fid, String mac, String placeholder) {
+    if (mac.isEmpty() && placeholder.isEmpty()) {
+      return Future.succeededFuture(Optional.empty());
+    }
+    return ipam.find(fid, o -> o.kind() == Kind.CONTAINER && o.space() == Space.LOCAL && o.node().equals(node)
+        && (!mac.isEmpty() || o.endpoint().isEmpty()) && o.mac().equals(mac) && o.placeholder().equals(placeholder),
+        false);
   }
 
   /** Network, cluster gateway, and every node block's VTEP, gateway and broadcast addresses. */
@@ -290,6 +319,26 @@ public final class IpamApi {
     return a == block.base() || a == AddressPlan.nodeGateway(block) || a == block.last();
   }
 
+  /**
+   * The leader's release. Its gateway goes only when Docker freed the network: Swarm also releases
+   * it to roll back a failed allocation, which must leave the network as it was.
+   */
+  private Future<Boolean> releaseGlobal(String fid, long a) {
+    return ipam.network(fid).compose(rec -> {
+      if (a != plan.clusterGateway(rec.subnet())) {
+        return ipam.release(fid, a, o -> o.space() == Space.GLOBAL);
+      }
+      return ipam.freed(fid).compose(freed -> {
+        if (!freed) {
+          LOG.info("ReleaseAddress of the gateway of network " + fid + " without FreeNetwork: a rollback; kept");
+          return Future.succeededFuture(false);
+        }
+        return ipam.release(fid, a, o -> o.space() == Space.GLOBAL);
+      });
+    }, err -> err instanceof IpamException e && e.reason() == IpamException.Reason.NOT_FOUND
+        ? Future.succeededFuture(false) : Future.failedFuture(err));
+  }
+
   Future<JsonObject> releaseAddress(Req r) {
     PoolId id = PoolId.parse(r.string("PoolID"), r);
     String addressText = r.string("Address");
@@ -300,7 +349,7 @@ public final class IpamApi {
     long a = Ipv4.parse(bare);
     String fid = id.flannelId();
     Future<Boolean> done = id.space() == Space.GLOBAL
-        ? ipam.release(fid, a, o -> o.space() == Space.GLOBAL)
+        ? releaseGlobal(fid, a)
         : ipam.release(fid, a, o -> o.space() == Space.LOCAL && o.node().equals(node));
     return done.map(released -> {
       if (!released) {

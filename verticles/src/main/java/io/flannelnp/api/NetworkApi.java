@@ -68,10 +68,7 @@ public final class NetworkApi {
 
   public void register(PluginRoutes routes) {
     routes.handle("/NetworkDriver.AllocateNetwork", true, b -> IpamApi.guard(() -> allocateNetwork(req("AllocateNetwork", b))));
-    routes.handle("/NetworkDriver.FreeNetwork", false, b -> IpamApi.guard(() -> {
-      req("FreeNetwork", b).id("NetworkID");
-      return Future.succeededFuture(new JsonObject()); // the IPAM's ReleasePool frees the network
-    }));
+    routes.handle("/NetworkDriver.FreeNetwork", true, b -> IpamApi.guard(() -> freeNetwork(req("FreeNetwork", b))));
     routes.handle("/NetworkDriver.CreateNetwork", true, b -> IpamApi.guard(() -> createNetwork(req("CreateNetwork", b))));
     routes.handle("/NetworkDriver.DeleteNetwork", true, b -> IpamApi.guard(() -> deleteNetwork(req("DeleteNetwork", b))));
     routes.handle("/NetworkDriver.CreateEndpoint", true, b -> IpamApi.guard(() -> createEndpoint(req("CreateEndpoint", b))));
@@ -98,13 +95,47 @@ public final class NetworkApi {
     Map<String, String> opts = r.stringMap("Options");
     Optional<Cidr> pool = firstPool(r);
     return flannelIdOf(opts.get(OPT_FLANNEL_ID), pool, "AllocateNetwork").compose(fid -> ipam.network(fid)
-        .compose(rec -> etcd.put(schema.dockerId(fid), netId).map(rev -> {
+        .compose(rec -> ipam.claimDockerId(fid, netId).recover(err -> err instanceof Ipam.FlannelIdTaken t
+            ? dockerNetworkName(t.holder()).compose(name -> {
+              String msg = t.getMessage().replace("Docker network " + t.holder(),
+                  name.map(n -> "network '" + n + "' (" + t.holder() + ")").orElse("Docker network " + t.holder()));
+              LOG.warning("AllocateNetwork of Docker network " + netId + " refused: " + msg);
+              return Future.failedFuture(new PluginError(msg));
+            })
+            : Future.failedFuture(err)).map(v -> {
           networkIds.put(netId, fid);
           JsonObject out = new JsonObject();
           opts.forEach(out::put);
           out.put(OPT_FLANNEL_ID, fid).put(OPT_VNI, Integer.toString(rec.vni()));
           return new JsonObject().put("Options", out);
         })));
+  }
+
+  /** A Docker network's name from the managers' mirror, if they wrote it. */
+  private Future<Optional<String>> dockerNetworkName(String dockerId) {
+    return etcd.get(schema.dockerNetwork(dockerId)).map(kv -> kv.flatMap(k -> {
+      try {
+        return Optional.ofNullable(io.flannelnp.model.DockerNetwork.fromJson(k.value()).name()).filter(n -> !n.isEmpty());
+      } catch (RuntimeException malformed) {
+        return Optional.empty();
+      }
+    })).recover(err -> Future.succeededFuture(Optional.empty()));
+  }
+
+  /**
+   * The leader's FreeNetwork: Docker removes the network. Marked in etcd, so the ReleasePool that
+   * follows removes the network's state (a ReleasePool without it is a rollback and changes nothing).
+   */
+  Future<JsonObject> freeNetwork(Req r) {
+    String netId = r.id("NetworkID");
+    return lookupNetwork(netId).compose(fid -> {
+      networkIds.remove(netId);
+      if (fid.isEmpty()) {
+        LOG.fine("FreeNetwork of " + netId + ": not a network flannel-np knows; nothing to do");
+        return Future.succeededFuture(new JsonObject());
+      }
+      return ipam.markFreed(fid.get(), netId).map(x -> new JsonObject());
+    });
   }
 
   Future<JsonObject> createNetwork(Req r) {
@@ -274,9 +305,9 @@ public final class NetworkApi {
             return putEndpoint(epId, before).transform(x -> Future.failedFuture(attached.cause()));
           }
           return Future.failedFuture(attached.failed() ? attached.cause() : recorded.cause());
-        }).compose(all -> {
+        }).compose(all -> publicIp.get().compose(ip -> ipam.ensureNodeLease(fid, node, ip))).compose(lease -> {
           EndpointAttached at = attached.result();
-          long gw = AddressPlan.nodeGateway(ipam.heldLease(fid).orElseThrow().block());
+          long gw = AddressPlan.nodeGateway(lease.block());
           return injectDns(sandbox, epId).map(v -> new JsonObject()
               .put("InterfaceName", new JsonObject().put("SrcName", at.containerVeth()).put("DstPrefix", "eth"))
               .put("StaticRoutes", new JsonArray().add(new JsonObject().put("Destination", rec.subnet().toString())

@@ -21,6 +21,8 @@ package io.flannelnp.bus;
  * fnp.dns.eject                request  EjectDns → Ack                                 Api, Docker → Dns
  * fnp.docker.status            publish  DockerStatus                                   Docker → Api, Admin
  * fnp.docker.events            publish  DockerEvent                                    Docker → Dns, console
+ * fnp.docker.view              request  ViewRequest → DockerView                       Gc → Docker
+ * fnp.problems                 publish  Problems                                       Gc, Flannel → Admin, console, log
  * fnp.kernel.batch             publish  KernelBatch                                    Flannel, LB, Dns → console, log
  * fnp.reconcile.report         publish  ReconcileReport                                every plane → Admin, console
  * </pre>
@@ -43,6 +45,9 @@ public final class Addresses {
 
   public static final String DOCKER_STATUS = "fnp.docker.status";
   public static final String DOCKER_EVENTS = "fnp.docker.events";
+  public static final String DOCKER_VIEW = "fnp.docker.view";
+
+  public static final String PROBLEMS = "fnp.problems";
 
   public static final String KERNEL_BATCH = "fnp.kernel.batch";
   public static final String RECONCILE_REPORT = "fnp.reconcile.report";

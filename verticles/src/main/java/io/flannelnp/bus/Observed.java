@@ -12,6 +12,13 @@ public sealed interface Observed {
   record KernelBatch(String plane, String tool, String text, boolean ok, String error, long micros, long revision)
       implements Observed {}
 
+  /**
+   * Everything {@code source} finds wrong now (malformed records, an address with two owners, a
+   * setting that disagrees), one line each; published whole after every pass, so an empty list
+   * means its problems are solved.
+   */
+  record Problems(String source, java.util.List<String> problems) implements Observed {}
+
   /** The end of one reconcile pass of a plane. */
   record ReconcileReport(String plane, long revision, boolean ok, String summary, long micros, boolean periodic)
       implements Observed {}

@@ -134,6 +134,13 @@ public final class DockerVerticle extends VerticleBase {
     // its own client: the stream holds a connection for its whole life
     streamClient = vertx.createHttpClient(new HttpClientOptions().setConnectTimeout(2000));
     connectEvents();
+    vertx.eventBus().<DockerMessage.ViewRequest>consumer(Addresses.DOCKER_VIEW, m -> view().onComplete(ar -> {
+      if (ar.succeeded()) {
+        m.reply(ar.result());
+      } else {
+        m.fail(io.flannelnp.bus.Failure.UNAVAILABLE, "Docker API at " + socketPath + ": " + ar.cause().getMessage());
+      }
+    }));
     periodic = vertx.setPeriodic(RESYNC_MS, t -> {
       periodicPending = true;
       wake(false);
@@ -690,6 +697,97 @@ public final class DockerVerticle extends VerticleBase {
       });
       return out;
     });
+  }
+
+  // ---- Docker's view for the garbage collector ----------------------------------------------
+
+  /**
+   * Reads Docker now: every container of this node with its endpoints (all states: a container
+   * that has an endpoint holds its address whatever it is doing), and on a manager the Swarm's
+   * networks, tasks and services. The Swarm part counts as complete only if every list answered.
+   */
+  private Future<DockerMessage.DockerView> view() {
+    return apiVersion().compose(v -> getJson("/v" + v + "/info")).compose(info -> {
+      String v = "/v" + api;
+      JsonObject swarm = DockerMirror.obj(info, "Swarm");
+      String nodeId = swarm.getString("NodeID", "");
+      boolean manager = swarm.getBoolean("ControlAvailable", false);
+      Future<JsonArray> nets = getArray(v + "/networks");
+      Future<JsonArray> ctrs = getArray(v + "/containers/json?all=1");
+      Future<JsonArray> tasks = manager ? getArray(v + "/tasks") : Future.succeededFuture(new JsonArray());
+      Future<JsonArray> svcs = manager ? getArray(v + "/services") : Future.succeededFuture(new JsonArray());
+      return Future.join(nets, ctrs, tasks, svcs).transform(x -> {
+        if (nets.failed() || ctrs.failed()) {
+          return Future.failedFuture(nets.failed() ? nets.cause() : ctrs.cause());
+        }
+        boolean complete = manager && tasks.succeeded() && svcs.succeeded();
+        Map<String, DockerMessage.ViewNetwork> networks = new TreeMap<>();
+        Set<String> held = new HashSet<>();
+        for (Object o : nets.result()) {
+          if (o instanceof JsonObject n) {
+            DockerNetwork d = DockerMirror.network(n);
+            String id = n.getString("Id", "");
+            networks.put(id, new DockerMessage.ViewNetwork(n.getString("Name", ""), d == null ? "" : d.flannelId()));
+            for (Object c : DockerMirror.arr(DockerMirror.obj(n, "IPAM"), "Config")) {
+              if (c instanceof JsonObject cfg) {
+                addAddress(held, DockerMirror.str(cfg, "Gateway"));
+              }
+            }
+          }
+        }
+        if (complete) {
+          for (Object o : tasks.result()) {
+            if (o instanceof JsonObject t) {
+              for (Object a : DockerMirror.arr(t, "NetworksAttachments")) {
+                if (a instanceof JsonObject att) {
+                  for (Object addr : DockerMirror.arr(att, "Addresses")) {
+                    addAddress(held, String.valueOf(addr));
+                  }
+                }
+              }
+            }
+          }
+          for (Object o : svcs.result()) {
+            if (o instanceof JsonObject svc) {
+              for (Object vip : DockerMirror.arr(DockerMirror.obj(svc, "Endpoint"), "VirtualIPs")) {
+                if (vip instanceof JsonObject vj) {
+                  addAddress(held, DockerMirror.str(vj, "Addr"));
+                }
+              }
+            }
+          }
+        }
+        List<DockerMessage.ViewEndpoint> endpoints = new ArrayList<>();
+        for (Object o : ctrs.result()) {
+          if (!(o instanceof JsonObject c)) {
+            continue;
+          }
+          String cid = c.getString("Id", "");
+          JsonObject inspected = inspectCache.get(cid);
+          String sandbox = inspected == null ? ""
+              : DockerMirror.str(DockerMirror.obj(inspected, "NetworkSettings"), "SandboxKey");
+          JsonObject ns = DockerMirror.obj(DockerMirror.obj(c, "NetworkSettings"), "Networks");
+          for (String name : ns.fieldNames()) {
+            JsonObject e = DockerMirror.obj(ns, name);
+            String ep = DockerMirror.str(e, "EndpointID");
+            if (!ep.isEmpty()) {
+              endpoints.add(new DockerMessage.ViewEndpoint(DockerMirror.str(e, "NetworkID"), ep,
+                  DockerMirror.str(e, "IPAddress"), DockerMirror.str(e, "MacAddress"), cid, sandbox));
+            }
+          }
+        }
+        return Future.succeededFuture(new DockerMessage.DockerView(nodeId, manager, complete, Map.copyOf(networks),
+            List.copyOf(endpoints), Set.copyOf(held)));
+      });
+    });
+  }
+
+  private static void addAddress(Set<String> out, String cidr) {
+    if (cidr == null || cidr.isEmpty()) {
+      return;
+    }
+    int slash = cidr.indexOf('/');
+    out.add(slash >= 0 ? cidr.substring(0, slash) : cidr);
   }
 
   // ---- the node's lease -------------------------------------------------------------------

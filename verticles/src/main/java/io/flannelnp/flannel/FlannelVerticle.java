@@ -122,6 +122,8 @@ public final class FlannelVerticle extends ReconcilerVerticle {
   /** What the last fully successful pass left, for the next partial pass; null: read the kernel. */
   private Trusted trusted;
   private final VxlanPlan.Cache leaseCache = new VxlanPlan.Cache();
+  /** The network blocks the cluster's settings hand out: a config naming anything else is refused. */
+  private final java.util.function.Predicate<io.flannelnp.ipam.Cidr> carved;
   private int failures;
   private boolean retryPending;
   /** Deletes detached veths off the request path (one thread: deletions never pile up in parallel). */
@@ -135,6 +137,7 @@ public final class FlannelVerticle extends ReconcilerVerticle {
 
   public FlannelVerticle(Config config, EtcdSchema schema, Kernel kernel) {
     this.config = config;
+    this.carved = new io.flannelnp.ipam.AddressPlan(config)::isNetworkBlock;
     this.schema = schema;
     this.kernel = kernel;
   }
@@ -239,7 +242,7 @@ public final class FlannelVerticle extends ReconcilerVerticle {
     String known = publicIp;
     VxlanPlan plan = null;
     if (known != null) {
-      plan = VxlanPlan.compute(schema, state.kvs().values(), known, leaseCache);
+      plan = VxlanPlan.compute(schema, state.kvs().values(), known, leaseCache, carved);
       if (!periodic && trusted != null && trusted.sameShape(plan, known)) {
         return partial(plan, known, rev);
       }
@@ -303,14 +306,14 @@ public final class FlannelVerticle extends ReconcilerVerticle {
       errors.add(e);
     }
     VxlanPlan plan = computed != null && ip != null ? computed
-        : VxlanPlan.compute(schema, state.kvs().values(), ip, leaseCache);
+        : VxlanPlan.compute(schema, state.kvs().values(), ip, leaseCache, carved);
 
     // the VXLAN plane; skipped (never torn down) while the public IP or the uplink is unknown
     VxlanSync vx = null;
     if (ip != null) {
       try {
         VxlanSync.Uplink up = uplink(links, routes, ip);
-        vx = new VxlanSync(plan.own(), links, ip, up);
+        vx = new VxlanSync(plan.own(), links, ip, up, plan.frozen());
         vx.diffDevices();
         Map<String, JsonArray> fdbs = new HashMap<>();
         if (!vx.kept.isEmpty()) {
@@ -337,7 +340,7 @@ public final class FlannelVerticle extends ReconcilerVerticle {
         continue;
       }
       String fid = l.alias().substring(BRIDGE_ALIAS.length());
-      if (plan.networks().containsKey(fid) || !mayRemoveBridge(fid)) {
+      if (plan.networks().containsKey(fid) || plan.frozen().contains(fid) || !mayRemoveBridge(fid)) {
         continue;
       }
       for (Link v : links.values()) {
@@ -407,6 +410,7 @@ public final class FlannelVerticle extends ReconcilerVerticle {
    * naming them.
    */
   private String finish(VxlanPlan plan, String ip, boolean synced, StringBuilder summary, List<Exception> errors) {
+    vertx.eventBus().publish(Addresses.PROBLEMS, new Observed.Problems(plane(), plan.problems()));
     if (!plan.problems().isEmpty()) {
       summary.append("; ").append(plan.problems().size()).append(" ignored: ")
           .append(String.join("; ", plan.problems().subList(0, Math.min(3, plan.problems().size()))));

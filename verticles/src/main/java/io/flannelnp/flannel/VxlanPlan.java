@@ -14,7 +14,9 @@ import java.util.Comparator;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
+import java.util.Set;
 import java.util.TreeMap;
+import java.util.function.Predicate;
 
 /**
  * What the VXLAN data plane of one node should look like, computed from the etcd state alone (no
@@ -26,11 +28,26 @@ import java.util.TreeMap;
  * case-insensitively; a missing VNI means 1, a missing or zero Port means the kernel default 8472
  * (anchors.md §A.1). Leases whose BackendType is not {@code vxlan} are ignored, as flanneld's
  * vxlan backend ignores them; malformed ones are skipped and named in {@link #problems()}.
+ *
+ * <p>A network is gone only when its config key (or its address-space reservation) is deleted. A
+ * config that exists but cannot be used (it does not parse, its Network is not a carved block
+ * reserved for this flannel-id, its VNI is another network's) is reported and replaced by the
+ * network's last good config, or else by what its reservations say (subnet and VNI); with
+ * neither, the network is {@link #frozen()}: the kernel state it has is left as it is.
  */
-public record VxlanPlan(Map<String, Network> networks, List<Own> own, List<String> problems) {
+public record VxlanPlan(Map<String, Network> networks, List<Own> own, List<String> problems, Set<String> frozen) {
 
   /** A network whose config is in etcd (every node's isolation rules know all of them). */
-  public record Network(String flannelId, Cidr subnet, int vni, int port, boolean vxlan) {
+  public record Network(String flannelId, Cidr subnet, int vni, int port, boolean vxlan, int subnetLen) {
+    /** With Flannel's default SubnetLen: 24, or two more than a Network smaller than a /22. */
+    public Network(String flannelId, Cidr subnet, int vni, int port, boolean vxlan) {
+      this(flannelId, subnet, vni, port, vxlan, defaultSubnetLen(subnet));
+    }
+
+    static int defaultSubnetLen(Cidr subnet) {
+      return subnet.prefix() > 22 ? Math.min(30, subnet.prefix() + 2) : 24;
+    }
+
     /** The VXLAN device name, or null when the VNI has none (more than 15 characters). */
     public String device() {
       try {
@@ -70,7 +87,7 @@ public record VxlanPlan(Map<String, Network> networks, List<Own> own, List<Strin
    * known: then no network is this node's, and {@link #own()} is empty).
    */
   public static VxlanPlan compute(EtcdSchema schema, Collection<KeyValue> kvs, String publicIp) {
-    return compute(schema, kvs, publicIp, new Cache());
+    return compute(schema, kvs, publicIp, new Cache(), c -> true);
   }
 
   /**
@@ -80,19 +97,39 @@ public record VxlanPlan(Map<String, Network> networks, List<Own> own, List<Strin
    */
   public static final class Cache {
     private Map<String, Parsed> byKey = new java.util.HashMap<>();
+    /** The last config of each network that was usable, in case a later one is not. */
+    private final Map<String, Network> lastGood = new java.util.HashMap<>();
   }
 
   /** A lease value as parsed (or why it could not be): independent of its network. */
   private record Parsed(String value, Lease lease, String error) {}
 
-  /** As {@link #compute(EtcdSchema, Collection, String)}, reusing what {@code cache} parsed before. */
-  public static VxlanPlan compute(EtcdSchema schema, Collection<KeyValue> kvs, String publicIp, Cache cache) {
+  /**
+   * As {@link #compute(EtcdSchema, Collection, String)}, reusing what {@code cache} parsed before;
+   * {@code carved} tells the network blocks the cluster's settings hand out.
+   */
+  public static VxlanPlan compute(EtcdSchema schema, Collection<KeyValue> kvs, String publicIp, Cache cache,
+      Predicate<Cidr> carved) {
     Map<String, Parsed> parsed = new java.util.HashMap<>();
     List<String> problems = new ArrayList<>();
     Map<String, Network> networks = new TreeMap<>();
     Map<String, List<KeyValue>> leases = new TreeMap<>();
+    Map<String, String> reservedSubnets = new java.util.HashMap<>(); // address-space key → flannel-id
+    Map<Integer, String> reservedVnis = new java.util.HashMap<>();
+    Map<String, String> configs = new TreeMap<>();
     for (KeyValue kv : kvs) {
       Family f = schema.family(kv.key());
+      if (f == Family.ADDRESS_SPACE) {
+        reservedSubnets.put(kv.key(), kv.value());
+        continue;
+      }
+      if (f == Family.VNIS) {
+        String v = kv.key().substring(schema.vnis().length());
+        if (v.matches("[0-9]{1,8}")) {
+          reservedVnis.put(Integer.parseInt(v), kv.value());
+        }
+        continue;
+      }
       if (f != Family.NETWORK_CONFIG && f != Family.SUBNET_LEASES) {
         continue;
       }
@@ -101,19 +138,55 @@ public record VxlanPlan(Map<String, Network> networks, List<Own> own, List<Strin
         continue;
       }
       if (f == Family.NETWORK_CONFIG) {
-        if (!kv.key().equals(schema.networkConfig(fid.get()))) {
-          continue;
-        }
-        try {
-          Names.requireFlannelId(fid.get());
-          networks.put(fid.get(), network(fid.get(), kv.value()));
-        } catch (IllegalArgumentException | DecodeException | ClassCastException e) {
-          problems.add("network " + fid.get() + ": config ignored: " + e.getMessage());
+        if (kv.key().equals(schema.networkConfig(fid.get()))) {
+          configs.put(fid.get(), kv.value());
         }
       } else {
         leases.computeIfAbsent(fid.get(), k -> new ArrayList<>()).add(kv);
       }
     }
+    java.util.Set<String> frozen = new java.util.TreeSet<>();
+    for (Map.Entry<String, String> c : configs.entrySet()) {
+      String fid = c.getKey();
+      Network prev = cache.lastGood.get(fid);
+      String rejected;
+      try {
+        Names.requireFlannelId(fid);
+        Network n = network(fid, c.getValue());
+        String holder = reservedSubnets.get(schema.addressSpace(n.subnet()));
+        String vniHolder = reservedVnis.get(n.vni());
+        if (holder == null && prev != null && prev.subnet().equals(n.subnet())) {
+          cache.lastGood.remove(fid); // its reservation was deleted: the network is gone
+          continue;
+        }
+        if (!carved.test(n.subnet())) {
+          rejected = "Network " + n.subnet() + " is not a block the cluster's AVAILABLE_SUBNETS and NETWORK_SUBNET_SIZE hand out";
+        } else if (holder == null) {
+          rejected = "no address-space reservation of " + n.subnet() + " names it";
+        } else if (!holder.equals(fid)) {
+          rejected = "Network " + n.subnet() + " is reserved for network " + holder;
+        } else if (vniHolder != null && !vniHolder.equals(fid)) {
+          rejected = "VNI " + n.vni() + " is reserved for network " + vniHolder;
+        } else {
+          networks.put(fid, n);
+          cache.lastGood.put(fid, n);
+          continue;
+        }
+      } catch (IllegalArgumentException | DecodeException | ClassCastException e) {
+        rejected = e.getMessage();
+      }
+      Network fallback = prev != null && fid.equals(reservedSubnets.get(schema.addressSpace(prev.subnet()))) ? prev
+          : fromReservations(schema, fid, reservedSubnets, reservedVnis, leases.getOrDefault(fid, List.of()));
+      if (fallback != null) {
+        networks.put(fid, fallback);
+        problems.add("network " + fid + ": config rejected (" + rejected + "); kept as " + fallback.subnet() + " VNI "
+            + fallback.vni() + (fallback == prev ? " (its last good config)" : " (from its reservations)"));
+      } else {
+        frozen.add(fid);
+        problems.add("network " + fid + ": config rejected (" + rejected + "); its kernel state is left as it is");
+      }
+    }
+    cache.lastGood.keySet().retainAll(configs.keySet());
     List<Own> own = new ArrayList<>();
     for (Network n : networks.values()) {
       List<KeyValue> ls = new ArrayList<>(leases.getOrDefault(n.flannelId(), List.of()));
@@ -141,6 +214,12 @@ public record VxlanPlan(Map<String, Network> networks, List<Own> own, List<Strin
         Lease l = pv.lease();
         if (!n.subnet().contains(l.block())) {
           problems.add("lease " + kv.key() + " ignored: " + l.block() + " is outside the network " + n.subnet());
+          continue;
+        }
+        if (l.block().prefix() != n.subnetLen()) {
+          // flanneld leases SubnetLen blocks only: anything else overlaps real nodes' blocks
+          problems.add("lease " + kv.key() + " ignored: a /" + l.block().prefix() + " is not a block of the network's"
+              + " SubnetLen /" + n.subnetLen());
           continue;
         }
         if (!"vxlan".equals(l.backendType())) {
@@ -182,7 +261,40 @@ public record VxlanPlan(Map<String, Network> networks, List<Own> own, List<Strin
       own.add(new Own(n, mine.block(), mine.vtepMac(), List.copyOf(usable)));
     }
     cache.byKey = parsed;
-    return new VxlanPlan(Map.copyOf(networks), List.copyOf(own), List.copyOf(problems));
+    return new VxlanPlan(Map.copyOf(networks), List.copyOf(own), List.copyOf(problems), Set.copyOf(frozen));
+  }
+
+  /** The network as its reservations name it (one subnet, one VNI), or null. */
+  private static Network fromReservations(EtcdSchema schema, String fid, Map<String, String> subnets,
+      Map<Integer, String> vnis, List<KeyValue> leases) {
+    List<Cidr> mine = new ArrayList<>();
+    subnets.forEach((key, holder) -> {
+      if (holder.equals(fid)) {
+        try {
+          mine.add(Cidr.fromKey(key.substring(schema.addressSpace().length())));
+        } catch (IllegalArgumentException malformed) {
+          // not a reservation key
+        }
+      }
+    });
+    List<Integer> myVnis = vnis.entrySet().stream().filter(e -> e.getValue().equals(fid)).map(Map.Entry::getKey).toList();
+    if (mine.size() != 1 || myVnis.size() != 1) {
+      return null;
+    }
+    // SubnetLen: what most of its leases are (they were cut by the config that is now broken)
+    Map<Integer, Integer> lens = new java.util.HashMap<>();
+    for (KeyValue kv : leases) {
+      String rest = kv.key().substring(kv.key().lastIndexOf('/') + 1);
+      int amp = rest.indexOf('&');
+      try {
+        lens.merge(Cidr.fromKey(amp >= 0 ? rest.substring(0, amp) : rest).prefix(), 1, Integer::sum);
+      } catch (IllegalArgumentException malformed) {
+        // not a lease key
+      }
+    }
+    int len = lens.entrySet().stream().max(Map.Entry.comparingByValue()).map(Map.Entry::getKey)
+        .orElse(Network.defaultSubnetLen(mine.get(0)));
+    return new Network(fid, mine.get(0), myVnis.get(0), FlannelJson.VXLAN_PORT, true, len);
   }
 
   private record Lease(Cidr block, String publicIp, String backendType, String vtepMac) {}
@@ -208,7 +320,11 @@ public record VxlanPlan(Map<String, Network> networks, List<Own> own, List<Strin
     if (port < 0 || port > 65535) {
       throw new IllegalArgumentException("Backend.Port " + port + " is not a UDP port");
     }
-    return new Network(fid, subnet, (int) vni, port == 0 ? FlannelJson.VXLAN_PORT : (int) port, vxlan);
+    long len = number(field(c, "SubnetLen"), Network.defaultSubnetLen(subnet), "SubnetLen");
+    if (len <= subnet.prefix() || len > 30) {
+      throw new IllegalArgumentException("SubnetLen " + len + " does not fit the Network " + subnet);
+    }
+    return new Network(fid, subnet, (int) vni, port == 0 ? FlannelJson.VXLAN_PORT : (int) port, vxlan, (int) len);
   }
 
   /** A lease: its key's block and its value {"PublicIP":..,"BackendType":"vxlan","BackendData":{..}}. */

@@ -112,12 +112,19 @@ final class VxlanSync {
   private final String localIp;
   private final Uplink uplink;
   private final Set<String> fresh = new HashSet<>();
+  /** Networks whose config cannot be used: their devices are left as they are. */
+  private final Set<String> frozen;
 
   VxlanSync(List<Own> own, Map<String, Link> actualLinks, String localIp, Uplink uplink) {
+    this(own, actualLinks, localIp, uplink, Set.of());
+  }
+
+  VxlanSync(List<Own> own, Map<String, Link> actualLinks, String localIp, Uplink uplink, Set<String> frozen) {
     this.own = own;
     this.actualLinks = actualLinks;
     this.localIp = localIp;
     this.uplink = uplink;
+    this.frozen = frozen;
   }
 
   /** For a partial pass: the devices are known to be as the plan wants; only entries are compared. */
@@ -190,7 +197,7 @@ final class VxlanSync {
     }
     for (Link l : actualLinks.values()) {
       if ("vxlan".equals(l.kind()) && l.alias() != null && l.alias().startsWith(VXLAN_ALIAS)
-          && !wanted.containsKey(l.name())) {
+          && !wanted.containsKey(l.name()) && !frozen.contains(l.alias().substring(VXLAN_ALIAS.length()))) {
         cleanup.add("link del dev " + Kernel.ifname(l.name()));
       }
     }

@@ -396,8 +396,94 @@ class SwarmProtocolReplayTest {
     assertThat(allocated()).as("a replay allocates nothing new").isEqualTo(before);
   }
 
+  /** Everything under the prefix but the node records (their leases change with every restart). */
+  static List<String> everything() throws Exception {
+    return etcd.list(PREFIX + "/").await(5, TimeUnit.SECONDS).kvs().stream()
+        .filter(kv -> !kv.key().startsWith(PREFIX + "/nodes/")).map(kv -> kv.key() + "=" + kv.value()).sorted().toList();
+  }
+
+  /** The bridge and the host veths of every running task, node by node. */
+  static Map<String, List<String>> links() {
+    Map<String, List<String>> out = new java.util.TreeMap<>();
+    for (Node n : nodes.values()) {
+      List<String> l = new ArrayList<>();
+      l.add(n.hasLink(io.flannelnp.flannel.Names.bridge(FID)) ? "bridge" : "no bridge");
+      for (int i : taskAddr.keySet()) {
+        if (n.hasLink(io.flannelnp.flannel.Names.hostVeth(endpointId(i)))) {
+          l.add("veth " + i);
+        }
+      }
+      out.put(n.name, l);
+    }
+    return out;
+  }
+
+  /**
+   * Swarm rolls back a failed allocation (AllocateNetwork failing on a new leader, e.g. etcd slow
+   * during the election) with ReleaseAddress(gateway) + ReleasePool and no FreeNetwork: the live
+   * network must stay exactly as it is, in etcd and in every node's kernel.
+   */
   @Test
-  @Order(8)
+  @Order(10)
+  void swarmsRollbackOfAnAllocationLeavesTheLiveNetworkAsItWas() throws Exception {
+    Node newLeader = node("n2");
+    List<String> before = everything();
+    Map<String, List<String>> kernel = links();
+    assertThat(kernel.values()).allSatisfy(l -> assertThat(l).contains("bridge"));
+    newLeader.ok("/IpamDriver.RequestPool", j("AddressSpace", "FlannelGlobal", "Pool", "10.50.0.0/20", "SubPool", "",
+        "Options", j("flannel-id", FID), "V6", false));
+    newLeader.ok("/IpamDriver.RequestAddress", j("PoolID", GLOBAL_POOL, "Address", "10.50.0.1",
+        "Options", j("flannel-id", FID, "RequestAddressType", GW_OPT)));
+    // allocateDriverState failed: freePools
+    newLeader.ok("/IpamDriver.ReleaseAddress", j("PoolID", GLOBAL_POOL, "Address", "10.50.0.1"));
+    newLeader.ok("/IpamDriver.ReleasePool", j("PoolID", GLOBAL_POOL));
+    Thread.sleep(2000); // every plane has had its chance to react to a change (there must be none)
+    assertThat(everything()).as("etcd after the rollback").isEqualTo(before);
+    assertThat(links()).as("bridges and veths after the rollback").isEqualTo(kernel);
+  }
+
+  /**
+   * A second Docker network with a flannel-id another network holds is refused at AllocateNetwork,
+   * naming the other network; Swarm's rollback of that refusal changes nothing either.
+   */
+  @Test
+  @Order(11)
+  void aSecondNetworkWithTheSameFlannelIdIsRefusedAndItsRollbackChangesNothing() throws Exception {
+    Node leader = node("n1");
+    List<String> before = everything();
+    etcd.put(schema.dockerNetwork(NET_ID), new io.flannelnp.model.DockerNetwork(NET_ID, "shared", "flannel-np:test",
+        FID, "10.50.0.0/20").toJson()).await(5, TimeUnit.SECONDS); // the managers' mirror names it
+    leader.ok("/IpamDriver.RequestPool", j("AddressSpace", "FlannelGlobal", "Pool", "", "SubPool", "",
+        "Options", j("flannel-id", FID), "V6", false));
+    leader.ok("/IpamDriver.RequestAddress", j("PoolID", GLOBAL_POOL, "Address", "",
+        "Options", j("flannel-id", FID, "RequestAddressType", GW_OPT, "com.docker.network.ipam.serial", "true")));
+    String err = leader.error("/NetworkDriver.AllocateNetwork", j("NetworkID", "secondnetwork0000000000000",
+        "Options", j("flannel-id", FID),
+        "IPv4Data", new JsonArray().add(j("AddressSpace", "", "Pool", "10.50.0.0/20", "Gateway", "10.50.0.1/25"))));
+    assertThat(err).contains("flannel-id " + FID + " already belongs to network 'shared' (" + NET_ID + ")")
+        .contains("own flannel-id");
+    leader.ok("/IpamDriver.ReleaseAddress", j("PoolID", GLOBAL_POOL, "Address", "10.50.0.1"));
+    leader.ok("/IpamDriver.ReleasePool", j("PoolID", GLOBAL_POOL));
+    etcd.delete(schema.dockerNetwork(NET_ID)).await(5, TimeUnit.SECONDS);
+    assertThat(everything()).isEqualTo(before);
+  }
+
+  /** Docker 20.10 sends no MAC: a retried RequestAddress is known by its placeholder alone. */
+  @Test
+  @Order(12)
+  void aRetriedRequestAddressForThePlaceholderGetsTheSameAddress() throws Exception {
+    String ph = leaderAddress(node("n1"), "").replace("/25", "");
+    JsonObject req = j("PoolID", LOCAL_POOL, "Address", ph, "Options", null);
+    String first = node("n3").ok("/IpamDriver.RequestAddress", req).getString("Address");
+    String again = node("n3").ok("/IpamDriver.RequestAddress", req).getString("Address");
+    assertThat(again).isEqualTo(first);
+    node("n3").ok("/IpamDriver.ReleaseAddress", j("PoolID", LOCAL_POOL, "Address", first.replace("/25", "")));
+    node("n1").ok("/IpamDriver.ReleaseAddress", j("PoolID", GLOBAL_POOL, "Address", ph));
+    assertThat(owner(first.replace("/25", ""))).isNull();
+  }
+
+  @Test
+  @Order(20)
   void aDaemonRestartedInTheMiddleAnswersForEndpointsCreatedBeforeIt() throws Exception {
     Node n3 = node("n3");
     n3.stop();
@@ -411,7 +497,7 @@ class SwarmProtocolReplayTest {
   }
 
   @Test
-  @Order(9)
+  @Order(30)
   void serviceRemovalThenNetworkRemovalLeaveNothingInEtcd() throws Exception {
     Node leader = node("n1");
     // service rm: the leader frees the VIP first, then tasks stop and their placeholders go
@@ -434,7 +520,7 @@ class SwarmProtocolReplayTest {
     leader.ok("/IpamDriver.ReleaseAddress", j("PoolID", GLOBAL_POOL, "Address", "10.50.0.1"));
     leader.ok("/IpamDriver.ReleasePool", j("PoolID", GLOBAL_POOL));
     List<String> left = etcd.list(PREFIX + "/").await(5, TimeUnit.SECONDS).kvs().stream().map(KeyValue::key)
-        .filter(k -> !k.startsWith(PREFIX + "/nodes/")).toList();
+        .filter(k -> !k.startsWith(PREFIX + "/nodes/") && !k.equals(schema.settings())).toList();
     assertThat(left).as("nothing of the network is left in etcd").isEmpty();
     for (Node n : nodes.values()) {
       assertThat(n.hasLink(io.flannelnp.flannel.Names.bridge(FID))).as("bridge gone on " + n.name).isFalse();

@@ -149,8 +149,12 @@ abstract class SwarmE2ESuite {
     }
   }
 
-  /** scripts/build-plugin.sh unless the plugin directory holds this jar, config and entrypoint. */
   void buildPluginIfStale() throws IOException {
+    buildPluginIfStale(lab, root, pluginDir);
+  }
+
+  /** scripts/build-plugin.sh unless the plugin directory holds this jar, config and entrypoint. */
+  static void buildPluginIfStale(SwarmLab lab, Path root, Path pluginDir) throws IOException {
     Path jar = root.resolve("verticles/target/flannel-np.jar");
     assertThat(jar).as("the shaded jar (mvn package)").exists();
     Path cfg = pluginDir.resolve("config.json");

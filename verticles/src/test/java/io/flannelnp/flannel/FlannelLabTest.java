@@ -118,6 +118,18 @@ class FlannelLabTest {
       daemon = null;
     }
 
+    /** The problems this daemon reports on /health, by source. */
+    JsonObject problems() {
+      try {
+        HttpResponse<String> r = HttpClient.newHttpClient().send(HttpRequest.newBuilder(
+            URI.create("http://127.0.0.1:" + adminPort + "/health")).timeout(Duration.ofSeconds(2)).build(),
+            HttpResponse.BodyHandlers.ofString());
+        return new JsonObject(r.body()).getJsonObject("problems", new JsonObject());
+      } catch (Exception e) {
+        return new JsonObject();
+      }
+    }
+
     JsonObject flannelHealth() {
       try {
         HttpResponse<String> r = HttpClient.newHttpClient().send(HttpRequest.newBuilder(
@@ -424,6 +436,55 @@ class FlannelLabTest {
     assertThat(ping(c3.ns(), c1.ip())).isTrue();
   }
 
+  /**
+   * A network config that exists but cannot be used (a string VNI, not JSON, a Network that is not
+   * its reservation: 0.0.0.0/0 would drop every forwarded packet) is reported, and every node keeps
+   * the network as it was: bridge, veths, device, routes and isolation table untouched, traffic
+   * flowing; also a daemon restarted meanwhile, which never saw the good config. The good value
+   * back, nothing has changed either.
+   */
+  @Test
+  @Order(5)
+  void aNetworkConfigThatCannotBeUsedIsReportedAndTearsNothingDown() throws Exception {
+    String key = SCHEMA.networkConfig(netA.fid());
+    String good = value(key);
+    Map<String, String> before = new HashMap<>();
+    for (String h : List.of("h1", "h2", "h3")) {
+      before.put(h, settledKernelState(hosts.get(h).ns));
+    }
+    try (InNetns.EchoServer s = InNetns.EchoServer.start(c2.ns(), 7011);
+        Conversation conv = Conversation.open(c1.ns(), c2.ip(), 7011)) {
+      for (String bad : List.of(good.replace("\"VNI\":" + netA.vni(), "\"VNI\":\"" + netA.vni() + "\""),
+          good.replace(netA.subnet().toString(), "0.0.0.0/0"))) {
+        etcd.put(key, bad).await(5, TimeUnit.SECONDS);
+        await("the bad config reported on every host", CONVERGE, () -> hosts.values().stream().limit(3)
+            .allMatch(h -> h.problems().getJsonArray("flannel", new JsonArray()).encode().contains("config rejected")));
+        Thread.sleep(RESYNC.toMillis()); // a full pass has run on every host (the periodic resync)
+        for (String h : List.of("h1", "h2", "h3")) {
+          assertThat(kernelState(hosts.get(h).ns)).as(h + " with the config " + bad).isEqualTo(before.get(h));
+        }
+        assertThat(conv.say("with " + bad)).isEqualTo("with " + bad);
+      }
+      // a daemon that starts while the config is bad never saw the good one: the reservations stand in
+      Host h3 = hosts.get("h3");
+      h3.kill();
+      h3.start();
+      Thread.sleep(RESYNC.toMillis());
+      assertThat(kernelState(h3.ns)).as("h3 restarted with the config bad").isEqualTo(before.get("h3"));
+      assertThat(h3.problems().getJsonArray("flannel").encode()).contains("(from its reservations)");
+      assertThat(ping(c3.ns(), c1.ip())).isTrue();
+
+      etcd.put(key, good).await(5, TimeUnit.SECONDS);
+      await("the problem solved on every host", CONVERGE, () -> hosts.values().stream().limit(3)
+          .allMatch(h -> h.problems().getJsonArray("flannel", new JsonArray()).isEmpty()));
+      awaitProgrammed(netA);
+      for (String h : List.of("h1", "h2", "h3")) {
+        assertThat(kernelState(hosts.get(h).ns)).as(h + " with the good config back").isEqualTo(before.get(h));
+      }
+      assertThat(conv.say("after")).isEqualTo("after");
+    }
+  }
+
   @Test
   @Order(6)
   void threeHundredContainersOnOneNetworkAcrossTheHostsAreAllReachable() throws Exception {
@@ -607,6 +668,28 @@ class FlannelLabTest {
       assertThat(fdb(ns, netA.device())).noneMatch(r -> r.contains(h4.ip));
     }
     assertThat(ping(c1.ns(), c3.ip())).isTrue();
+
+    // its records go too (no node record, no lease: after GC_GRACE, 5 s here), and a new host
+    // leases its block, gets the gateway the gone host held there and carries traffic
+    await("h4's addresses, endpoint records and pool reference freed", CONVERGE, () -> {
+      try {
+        return etcd.list(PREFIX + "/").await(5, TimeUnit.SECONDS).kvs().stream()
+            .noneMatch(kv -> kv.key().contains("/h4") || kv.value().contains("\"Node\":\"h4\""));
+      } catch (Exception e) {
+        return false;
+      }
+    });
+    Host h5 = new Host(5, 86400);
+    hosts.put(h5.name, h5);
+    h5.start();
+    joinNetwork(h5, netA);
+    Lease taken = leases(netA).stream().filter(l -> l.publicIp().equals(h5.ip)).findFirst().orElseThrow();
+    assertThat(taken.block()).as("the new host takes the gone host's block").isEqualTo(gone.block());
+    awaitProgrammed(netA);
+    Container c5 = attach(h5, netA);
+    assertThat(ping(c1.ns(), c5.ip())).isTrue();
+    detach(c5);
+    leaveNetwork(h5, netA);
   }
 
   @Test
@@ -639,7 +722,7 @@ class FlannelLabTest {
     }
     // h4 died holding an endpoint; nobody called DeleteEndpoint for it (that record is the node's)
     List<String> keys = etcd.list(PREFIX + "/").await(5, TimeUnit.SECONDS).kvs().stream().map(KeyValue::key)
-        .filter(k -> !k.startsWith(SCHEMA.endpoints("h4"))).toList();
+        .filter(k -> !k.equals(SCHEMA.settings())).toList(); // the cluster's settings outlive its networks
     assertThat(keys).as("etcd keys left after both networks were removed").isEmpty();
   }
 
@@ -1037,6 +1120,20 @@ class FlannelLabTest {
     Netns.Result handles = Netns.run("ip", "netns", "exec", ns, "nft", "-a", "list", "table", "inet", "flannel-np");
     b.append("handles ").append(handles.out().replaceAll("counter packets \\d+ bytes \\d+", "counter"));
     return b.toString();
+  }
+
+  /** {@link #kernelState} once it stops changing (a detached veth is deleted in the background). */
+  static String settledKernelState(String ns) throws InterruptedException {
+    String last = kernelState(ns);
+    for (int i = 0; i < 20; i++) {
+      Thread.sleep(500);
+      String now = kernelState(ns);
+      if (now.equals(last)) {
+        return now;
+      }
+      last = now;
+    }
+    return last;
   }
 
   // ---- traffic -------------------------------------------------------------------------------

@@ -31,20 +31,31 @@ class FlannelPlanTest {
         + "\"VtepMAC\":\"" + mac + "\"}}";
   }
 
+  /** The reservations flannel-np's IPAM writes with every network's config. */
+  static List<KeyValue> reserved(String fid, String subnetKey, int vni) {
+    return List.of(kv("/p/address-space/" + subnetKey, fid), kv("/p/vnis/" + vni, fid));
+  }
+
+  static List<KeyValue> with(List<KeyValue> a, List<KeyValue> b) {
+    List<KeyValue> out = new ArrayList<>(a);
+    out.addAll(b);
+    return out;
+  }
+
   @Test
   void ownLeaseAndPeersOfANetwork() {
-    List<KeyValue> kvs = List.of(
+    List<KeyValue> kvs = with(reserved("a", "10.50.0.0-20", 6515), List.of(
         kv("/p/networks/a/config", CONFIG),
         kv("/p/networks/a/subnets/10.50.0.128-25", lease(ME, "0e:00:00:00:00:01")),
         kv("/p/networks/a/subnets/10.50.1.0-25", lease("198.18.0.12", "0e:00:00:00:00:02")),
         kv("/p/networks/a/subnets/10.50.1.128-25", lease("198.18.0.13", "0E:00:00:00:00:03")),
         kv("/p/networks/a/pool", "{}"),
-        kv("/p/networks/a/allocations/10.50.0.130", "{}"));
+        kv("/p/networks/a/allocations/10.50.0.130", "{}")));
     VxlanPlan p = VxlanPlan.compute(S, kvs, ME);
     assertThat(p.problems()).isEmpty();
     assertThat(p.networks()).containsOnlyKeys("a");
     Network n = p.networks().get("a");
-    assertThat(n).isEqualTo(new Network("a", Cidr.parse("10.50.0.0/20"), 6515, 8472, true));
+    assertThat(n).isEqualTo(new Network("a", Cidr.parse("10.50.0.0/20"), 6515, 8472, true, 25));
     assertThat(n.device()).isEqualTo("flannel.6515");
     assertThat(p.own()).hasSize(1);
     Own o = p.own().get(0);
@@ -60,7 +71,7 @@ class FlannelPlanTest {
   @Test
   void flannelJsonIsReadCaseInsensitivelyWithFlannelsDefaults() {
     // Go's encoding/json matches field names in any case; VNI defaults to 1, Port 0 means 8472
-    List<KeyValue> kvs = List.of(
+    List<KeyValue> kvs = with(reserved("b", "10.5.0.0-16", 1), List.of(
         kv("/p/networks/b/config", "{\"network\":\"10.5.0.0/16\",\"backend\":{\"type\":\"vxlan\"}}"),
         kv("/p/networks/b/subnets/10.5.52.0-24", "{\"publicip\":\"" + ME + "\",\"backendtype\":\"vxlan\","
             + "\"backenddata\":{\"vni\":1,\"vtepmac\":\"c6:d2:32:6f:8f:44\"}}"),
@@ -68,7 +79,7 @@ class FlannelPlanTest {
         kv("/p/networks/b/subnets/10.5.7.0-24", "{\"PublicIP\":\"192.168.64.3\",\"PublicIPv6\":null,"
             + "\"BackendType\":\"vxlan\",\"BackendData\":{\"VNI\":1,\"VtepMAC\":\"c6:d2:32:6f:8f:45\"}}"),
         // dual-stack key: the IPv4 half counts
-        kv("/p/networks/b/subnets/10.5.8.0-24&fc00::-64", lease("192.168.64.4", "c6:d2:32:6f:8f:46")));
+        kv("/p/networks/b/subnets/10.5.8.0-24&fc00::-64", lease("192.168.64.4", "c6:d2:32:6f:8f:46"))));
     VxlanPlan p = VxlanPlan.compute(S, kvs, ME);
     assertThat(p.problems()).isEmpty();
     Network n = p.networks().get("b");
@@ -81,6 +92,7 @@ class FlannelPlanTest {
   @Test
   void otherBackendsAndBadLeasesAreLeftOutAndNamed() {
     List<KeyValue> kvs = new ArrayList<>(List.of(
+        kv("/p/address-space/10.50.0.0-20", "a"), kv("/p/address-space/10.70.0.0-16", "c"),
         kv("/p/networks/a/config", CONFIG),
         kv("/p/networks/a/subnets/10.50.0.128-25", lease(ME, "0e:00:00:00:00:01")),
         kv("/p/networks/a/subnets/10.50.2.0-25", "{\"PublicIP\":\"198.18.0.20\",\"BackendType\":\"udp\"}"),
@@ -100,16 +112,105 @@ class FlannelPlanTest {
     assertThat(String.join("\n", p.problems()))
         .contains("10.50.3.0-25").contains("10.50.4.0-25").contains("10.60.0.0-25 ignored: 10.60.0.0/25 is outside")
         .contains("10.50.5.0-25 has this node's VtepMAC").contains("10.50.7.0-25 has the VtepMAC")
-        .contains("network d: config ignored: no Network").doesNotContain("10.50.2.0");
+        .contains("network d: config rejected (no Network)").doesNotContain("10.50.2.0");
   }
 
   @Test
   void withoutAPublicIpNoNetworkIsThisNodesAndWithoutALeaseNeither() {
-    List<KeyValue> kvs = List.of(kv("/p/networks/a/config", CONFIG),
-        kv("/p/networks/a/subnets/10.50.1.0-25", lease("198.18.0.12", "0e:00:00:00:00:02")));
+    List<KeyValue> kvs = with(reserved("a", "10.50.0.0-20", 6515), List.of(kv("/p/networks/a/config", CONFIG),
+        kv("/p/networks/a/subnets/10.50.1.0-25", lease("198.18.0.12", "0e:00:00:00:00:02"))));
     assertThat(VxlanPlan.compute(S, kvs, null).own()).isEmpty();
     assertThat(VxlanPlan.compute(S, kvs, ME).own()).isEmpty();
     assertThat(VxlanPlan.compute(S, kvs, ME).networks()).containsOnlyKeys("a");
+  }
+
+  /** A config that exists but cannot be used never makes the network look deleted. */
+  @Test
+  void aConfigThatDoesNotParseKeepsTheNetworkAsItsLastGoodConfigSaid() {
+    VxlanPlan.Cache cache = new VxlanPlan.Cache();
+    List<KeyValue> base = with(reserved("a", "10.50.0.0-20", 6515),
+        List.of(kv("/p/networks/a/subnets/10.50.0.128-25", lease(ME, "0e:00:00:00:00:01")),
+            kv("/p/networks/a/subnets/10.50.1.0-25", lease("198.18.0.12", "0e:00:00:00:00:02"))));
+    VxlanPlan good = VxlanPlan.compute(S, with(base, List.of(kv("/p/networks/a/config", CONFIG))), ME, cache, c -> true);
+    for (String bad : List.of(CONFIG.replace("\"VNI\":6515", "\"VNI\":\"6515\""), "not json", "{}",
+        CONFIG.replace("10.50.0.0/20", "0.0.0.0/0"))) {
+      VxlanPlan p = VxlanPlan.compute(S, with(base, List.of(kv("/p/networks/a/config", bad))), ME, cache, c -> true);
+      assertThat(p.networks()).as(bad).isEqualTo(good.networks());
+      assertThat(p.own()).as(bad).isEqualTo(good.own());
+      assertThat(p.frozen()).isEmpty();
+      assertThat(p.problems()).as(bad).singleElement().asString().startsWith("network a: config rejected (")
+          .endsWith("kept as 10.50.0.0/20 VNI 6515 (its last good config)");
+    }
+  }
+
+  @Test
+  void withoutALastGoodConfigTheReservationsStandInAndWithoutThemTooTheNetworkIsFrozen() {
+    List<KeyValue> leases = List.of(kv("/p/networks/a/subnets/10.50.0.128-25", lease(ME, "0e:00:00:00:00:01")),
+        kv("/p/networks/a/config", "{\"Network\":"));
+    VxlanPlan fromReservations = VxlanPlan.compute(S, with(reserved("a", "10.50.0.0-20", 6515), leases), ME);
+    assertThat(fromReservations.networks().get("a"))
+        .isEqualTo(new Network("a", Cidr.parse("10.50.0.0/20"), 6515, 8472, true, 25));
+    assertThat(fromReservations.own()).extracting(Own::block).containsExactly(Cidr.parse("10.50.0.128/25"));
+    assertThat(fromReservations.problems()).singleElement().asString().endsWith("(from its reservations)");
+
+    VxlanPlan frozen = VxlanPlan.compute(S, leases, ME);
+    assertThat(frozen.networks()).isEmpty();
+    assertThat(frozen.frozen()).containsExactly("a");
+    assertThat(frozen.problems()).singleElement().asString().endsWith("its kernel state is left as it is");
+  }
+
+  @Test
+  void aConfigMustNameACarvedBlockReservedForItsOwnFlannelIdAndVni() {
+    java.util.function.Predicate<Cidr> carved = c -> c.prefix() == 20 && Cidr.parse("10.50.0.0/16").contains(c);
+    List<KeyValue> kvs = with(with(reserved("a", "10.50.0.0-20", 6515), reserved("b", "10.50.16.0-20", 6516)), List.of(
+        kv("/p/networks/a/config", CONFIG),
+        kv("/p/networks/b/config", CONFIG.replace("10.50.0.0/20", "10.50.16.0/20").replace("6515", "6516")),
+        kv("/p/networks/all/config", CONFIG.replace("10.50.0.0/20", "0.0.0.0/0").replace("6515", "7001")),
+        kv("/p/networks/wide/config", CONFIG.replace("10.50.0.0/20", "10.50.0.0/16").replace("6515", "7002")),
+        kv("/p/networks/copy/config", CONFIG.replace("6515", "7003")),
+        kv("/p/networks/vni/config", CONFIG.replace("10.50.0.0/20", "10.50.32.0/20")),
+        kv("/p/address-space/10.50.32.0-20", "vni")));
+    VxlanPlan p = VxlanPlan.compute(S, kvs, ME, new VxlanPlan.Cache(), carved);
+    assertThat(p.networks()).containsOnlyKeys("a", "b");
+    assertThat(p.frozen()).containsExactlyInAnyOrder("all", "wide", "copy", "vni");
+    assertThat(String.join("\n", p.problems()))
+        .contains("network all: config rejected (Network 0.0.0.0/0 is not a block the cluster's AVAILABLE_SUBNETS")
+        .contains("network wide: config rejected (Network 10.50.0.0/16 is not a block")
+        .contains("network copy: config rejected (Network 10.50.0.0/20 is reserved for network a)")
+        .contains("network vni: config rejected (VNI 6515 is reserved for network a)");
+    // the isolation table gets only the two real networks: no interval conflict, nothing dropped wholesale
+    assertThat(Isolation.script(p.networks().values())).doesNotContain("0.0.0.0/0").doesNotContain("10.50.0.0/16");
+  }
+
+  /**
+   * A lease that is not a SubnetLen block (a copy of a peer's value under the network's own key,
+   * say) is ignored: it must not shadow the real peer whose VTEP MAC it carries, nor overlap blocks.
+   */
+  @Test
+  void aLeaseThatIsNotABlockOfTheNetworksSubnetLenIsIgnoredAndShadowsNoRealPeer() {
+    List<KeyValue> kvs = with(reserved("a", "10.50.0.0-20", 6515), List.of(kv("/p/networks/a/config", CONFIG),
+        kv("/p/networks/a/subnets/10.50.0.128-25", lease(ME, "0e:00:00:00:00:01")),
+        kv("/p/networks/a/subnets/10.50.0.0-20&fc00::-64", lease("198.18.0.12", "0e:00:00:00:00:02")),
+        kv("/p/networks/a/subnets/10.50.1.0-24", lease("198.18.0.14", "0e:00:00:00:00:04")),
+        kv("/p/networks/a/subnets/10.50.1.0-25", lease("198.18.0.12", "0e:00:00:00:00:02"))));
+    VxlanPlan p = VxlanPlan.compute(S, kvs, ME);
+    assertThat(p.own().get(0).peers()).extracting(Peer::block).containsExactly(Cidr.parse("10.50.1.0/25"));
+    assertThat(String.join("\n", p.problems()))
+        .contains("10.50.0.0-20&fc00::-64 ignored: a /20 is not a block of the network's SubnetLen /25")
+        .contains("10.50.1.0-24 ignored: a /24 is not a block");
+  }
+
+  @Test
+  void aDeletedReservationMeansTheNetworkIsGone() {
+    VxlanPlan.Cache cache = new VxlanPlan.Cache();
+    List<KeyValue> config = List.of(kv("/p/networks/a/config", CONFIG),
+        kv("/p/networks/a/subnets/10.50.0.128-25", lease(ME, "0e:00:00:00:00:01")));
+    assertThat(VxlanPlan.compute(S, with(reserved("a", "10.50.0.0-20", 6515), config), ME, cache, c -> true)
+        .networks()).containsOnlyKeys("a");
+    VxlanPlan after = VxlanPlan.compute(S, config, ME, cache, c -> true);
+    assertThat(after.networks()).isEmpty();
+    assertThat(after.frozen()).isEmpty();
+    assertThat(after.own()).isEmpty();
   }
 
   @Test
