@@ -138,6 +138,7 @@ local_demo() {
   section "3. Start the daemon"
   SOCK="$TMP/plugins/flannel-np.sock"
   ADMIN_PORT=$(free_port)
+  ADMIN_TOKEN="demo-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
   DAEMON_LOG="$TMP/daemon.log"
   SETTINGS=(
     ETCD_ENDPOINTS="$ETCD_URL"
@@ -146,6 +147,7 @@ local_demo() {
     DOCKER_SOCKET="$TMP/no-docker.sock"
     NODE_NAME=demo
     ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT"
+    ADMIN_TOKEN="$ADMIN_TOKEN"
   )
   printf '  %s\n' "${SETTINGS[@]}"
   # env -i: only the settings above reach the daemon, not stray ones from the caller's shell.
@@ -169,7 +171,7 @@ local_demo() {
   # ---- 5. admin server ------------------------------------------------------------------------
   section "5. Admin server: GET http://127.0.0.1:$ADMIN_PORT/health"
   sleep 1 # let the planes publish their first reconcile report
-  curl -sS --max-time 5 "http://127.0.0.1:$ADMIN_PORT/health"
+  curl -sS --max-time 5 -H "Authorization: Bearer $ADMIN_TOKEN" "http://127.0.0.1:$ADMIN_PORT/health"
   echo
 
   # ---- 6. etcd goes away ----------------------------------------------------------------------

@@ -138,9 +138,7 @@ engine_spec() {
   printf '%s\n' "${out[@]}"
 }
 engine_of() { cat "$(node_dir "$1")/engine" 2>/dev/null || echo host; }
-engine_major() { # I: the node's engine major version (from the daemon itself)
-  dk "$1" version -f '{{.Server.Version}}' | cut -d. -f1
-}
+engine_major() { if [[ $1 == host ]]; then host_engine | cut -d. -f1; else echo "$1"; fi; }
 
 # ---- etcd ------------------------------------------------------------------------------------------
 # Member I listens on $NET.I (member 1 on the bridge's own address). All members' data sit on one
@@ -313,7 +311,7 @@ cmd_up() {
 {"storage-driver": "overlay2", "cgroup-parent": "/$PREFIX/$ns", "shutdown-timeout": 3,
  "live-restore": false, "log-driver": "json-file", "log-opts": {"max-size": "1m"}$dns_json}
 JSON
-    if ((hook)) && [[ ${engines[i-1]} != 28 ]]; then
+    if ((hook)) && (( $(engine_major "${engines[i-1]}") <= 27 )); then
       # as an operator installs it (hook/install.sh), into the lab's own prefix and this node's
       # daemon.json; runc is /usr/sbin/runc on the host and in every root
       "$REPO/hook/install.sh" --prefix "$HOOK_DIR" --daemon-json "$d/etc/daemon.json" --runc /usr/sbin/runc >/dev/null

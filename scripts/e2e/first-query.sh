@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/e2e/first-query.sh [--runs N] [--docker V,…] [--hook]
+# scripts/e2e/first-query.sh [--runs N] [--docker V,…] [--hook] [--logs DIR]
 #
 # How often flannel-np's resolver, not Docker's, answers a container's very first DNS query, per
 # engine, without the OCI hook (or with it: --hook). On Docker 27 and older a container's network
@@ -14,7 +14,8 @@
 #   docker run: N × `docker run --rm --network n1 IMAGE dnsttl web` on each node;
 #   Swarm task: a service of N tasks per node (--replicas-max-per-node N), each task's log.
 # Prints per node: engine, hook, and for each kind how many first answers were flannel-np's
-# (TTL 599), Docker's (600) or none. Needs what scripts/demo.sh needs plus gcc and libc6-dev.
+# (TTL 599), Docker's (600) or none. --logs DIR keeps each node's dockerd log (the plugin's is in
+# it) and the samples. Needs what scripts/demo.sh needs plus gcc and libc6-dev.
 # Tears the lab down at the end (also on failure). About 2 minutes with the default N=20.
 set -euo pipefail
 
@@ -25,7 +26,7 @@ PREFIX="${FNP_LAB_PREFIX:-fnp}"
 PLUGIN_DIR="${FNP_PLUGIN_DIR:-/tmp/$PREFIX-plugin}"
 P="${FNP_PLUGIN:-flannel-np:fq}"
 IMAGE="${FNP_LAB_IMAGE:-fnp/busybox:latest}"
-RUNS=20 DOCKER=28,host,26 HOOK=()
+RUNS=20 DOCKER=28,host,26 HOOK=() LOGS=""
 N=3 TTL=599
 t_start=$SECONDS
 
@@ -39,12 +40,13 @@ wait_for() { # SECONDS WHAT CMD…
 
 while (($#)); do
   case "$1" in
-    --runs) [[ "${2:-}" =~ ^[0-9]+$ ]] && (( $2 >= 1 && $2 <= 200 )) || die "--runs needs a number 1..200, got '${2:-}'"
+    --runs) [[ "${2:-}" =~ ^[0-9]+$ ]] && (( $2 >= 1 && $2 <= 100 )) || die "--runs needs a number 1..100, got '${2:-}'"
       RUNS=$2; shift 2 ;;
     --docker) [[ $# -ge 2 ]] || die "--docker needs a list like 28,host,26"; DOCKER=$2; shift 2 ;;
     --hook) HOOK=(--hook); shift ;;
+    --logs) [[ $# -ge 2 ]] || die "--logs needs a directory"; LOGS=$2; shift 2 ;;
     -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown option '$1' (first-query.sh [--runs N] [--docker V,…] [--hook])" ;;
+    *) die "unknown option '$1' (first-query.sh [--runs N] [--docker V,…] [--hook] [--logs DIR])" ;;
   esac
 done
 [[ $EUID -eq 0 ]] || die "must run as root (network namespaces, dockerd)"
@@ -60,6 +62,13 @@ LAB_UP=0 RESULTS=""
 teardown() {
   local rc=$?
   trap - EXIT INT TERM
+  if [[ -n "$LOGS" ]]; then
+    mkdir -p "$LOGS"
+    for d in "${FNP_LAB_STATE:-/tmp/fnp-lab}"/n*/; do
+      [[ -f $d/dockerd.log ]] && cp "$d/dockerd.log" "$LOGS/$(basename "$d")-dockerd.log"
+    done
+    [[ -z "$RESULTS" || ! -f "$RESULTS/samples" ]] || cp "$RESULTS/samples" "$LOGS/samples"
+  fi
   if (( LAB_UP )) && ! "$LAB" down >/dev/null; then log "lab down did not restore the host"; rc=1; fi
   [[ -z "$RESULTS" ]] || rm -rf "$RESULTS"
   log "$([[ $rc == 0 ]] && echo done || echo FAILED) in $((SECONDS - t_start)) s"
@@ -77,8 +86,9 @@ if [[ ! -f "$PLUGIN_DIR/config.json" || "$JAR" -nt "$PLUGIN_DIR/rootfs/opt/flann
 fi
 LAB_UP=1
 "$LAB" up "$N" --docker "$DOCKER" "${HOOK[@]}"
+# the Swarm's task addresses come from the network's cluster range: a /22 holds 3 × 100 tasks and the VIPs
 "$LAB" install-plugin "$PLUGIN_DIR" "$P" ETCD_ENDPOINTS={etcd} NODE_NAME={node} AVAILABLE_SUBNETS=10.200.0.0/16 \
-  DEFAULT_FLANNEL_OPTIONS=-iface=eth0 DNS_TTL=$TTL IS_HOOK_AVAILABLE={hook} 2>&1 | sed 's/^/  /' >&2
+  CLUSTER_SUBNET_SIZE=22 DEFAULT_FLANNEL_OPTIONS=-iface=eth0 DNS_TTL=$TTL IS_HOOK_AVAILABLE={hook} 2>&1 | sed 's/^/  /' >&2
 dk 1 run --rm "$IMAGE" sh -c 'command -v dnsttl' >/dev/null || die "the lab image has no dnsttl (gcc -static failed: apt-get install libc6-dev)"
 dk 1 network create -d "$P" --ipam-driver "$P" --ipam-opt "flannel-id=$(cat /proc/sys/kernel/random/uuid)" --attachable n1 >/dev/null
 dk 1 service create -d --name web --network n1 --replicas 1 --no-resolve-image --stop-grace-period 1s "$IMAGE" sleep 1d >/dev/null
@@ -90,11 +100,12 @@ running() { [[ "$(dk 1 service ls -f name="$1" --format '{{.Replicas}}' | cut -d
 wait_for 90 "web running" running web 1
 "$LAB" versions >"$RESULTS/versions"
 
-# Each first answer: "TTL ADDR", or "none …" (no answer at all)
+# Each sample: KIND NODE CONTAINER then the first answer, "TTL ADDR" or "none …" (no answer at all)
 log "docker run: $RUNS per node"
 for ((i = 1; i <= N; i++)); do
   for ((k = 1; k <= RUNS; k++)); do
-    echo "run $i $(dk "$i" run --rm --network n1 "$IMAGE" dnsttl web 2>/dev/null || true)" >>"$RESULTS/samples"
+    # hostname (the container's short ID, no DNS) first: the first query is still dnsttl's
+    echo "run $i $(dk "$i" run --rm --network n1 "$IMAGE" sh -c 'hostname; dnsttl web' 2>/dev/null | tr '\n' ' ' || true)" >>"$RESULTS/samples"
   done
 done
 log "Swarm tasks: $RUNS per node"
@@ -105,7 +116,7 @@ for ((i = 1; i <= N; i++)); do
   for cid in $(dk "$i" ps -q -f label=com.docker.swarm.service.name=probe); do
     out=""
     for _ in 1 2 3 4 5 6 7 8 9 10; do out=$(dk "$i" logs "$cid" 2>/dev/null); [[ -n "$out" ]] && break; sleep 0.3; done
-    echo "task $i ${out:-none}" >>"$RESULTS/samples"
+    echo "task $i $cid ${out:-none}" >>"$RESULTS/samples"
   done
 done
 
@@ -119,7 +130,7 @@ for line in open(versions):
 count = {}
 for line in open(samples):
     f = line.split()
-    kind, node, rest = f[0], f[1], f[2:]
+    kind, node, rest = f[0], f[1], f[3:]  # f[2]: the container's short ID
     c = count.setdefault((node, kind), {'ours': 0, 'docker': 0, 'other': 0})
     if len(rest) == 2 and rest[0] == ttl and rest[1] == vip: c['ours'] += 1
     elif len(rest) == 2 and rest[0] == '600': c['docker'] += 1

@@ -9,7 +9,9 @@
   const MAX_ROWS = 500, MAX_QUEUE = 2000, PER_FRAME = 200;
   const $ = (id) => document.getElementById(id);
   const tbody = $('rows').tBodies[0];
-  const token = new URLSearchParams(location.search).get('token');
+  // the server answered ?token=T with an HttpOnly cookie that the websocket carries: the token
+  // leaves the address bar and the history entry at once, and never goes into another URL
+  if (new URLSearchParams(location.search).has('token')) history.replaceState(null, '', location.pathname);
   const state = { paused: false, queue: [], total: 0, dropped: 0, shown: 0, counts: {}, address: '', filter: '',
     scheduled: false, selected: null };
   window.fnpConsole = state; // for tests and the curious: counters live here
@@ -125,7 +127,7 @@
 
   function connect() {
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const url = proto + '//' + location.host + '/console/eventbus/websocket' + (token ? '?token=' + encodeURIComponent(token) : '');
+    const url = proto + '//' + location.host + '/console/eventbus/websocket';
     const ws = new WebSocket(url);
     ws.binaryType = 'arraybuffer'; // the bridge sends its JSON frames as binary messages
     const utf8 = new TextDecoder();

@@ -39,15 +39,26 @@ public record Config(
     long nodeRecordsTtlSeconds,
     String adminToken,
     String logFormat,
+    boolean adminInsecureLoopback,
+    List<String> adminOrigins,
+    int dnsQueryRate,
     long gcGraceSeconds) {
 
-  /** TLS material for etcd; a CA alone verifies the server, cert+key also authenticate us. */
-  public record EtcdTls(Optional<Path> caFile, Optional<Path> certFile, Optional<Path> keyFile) {}
+  /**
+   * TLS for etcd (the endpoints are https://). Without a CA file the server certificate is
+   * verified against the JVM's default trust store (the system's CAs); a CA file replaces it;
+   * cert+key also authenticate us.
+   */
+  public record EtcdTls(Optional<Path> caFile, Optional<Path> certFile, Optional<Path> keyFile) {
+    /** https:// with no files: the server is verified against the system's trust store. */
+    public static final EtcdTls SYSTEM_TRUST = new EtcdTls(Optional.empty(), Optional.empty(), Optional.empty());
+  }
 
   public record HostPort(String host, int port) {
-    /** 127.0.0.0/8, ::1 or localhost: only this host can connect. */
+    /** A 127.0.0.0/8 address literal, [::1] or localhost: only this host can connect. */
     public boolean loopback() {
-      return host.equals("localhost") || host.startsWith("127.") || host.equals("[::1]");
+      return host.equals("localhost") || host.equals("[::1]")
+          || io.flannelnp.ipam.Ipv4.isValid(host) && host.startsWith("127.");
     }
 
     @Override
@@ -124,14 +135,23 @@ public record Config(
       throw new ConfigException(Setting.ADMIN_LISTEN.name(), r.get(Setting.ADMIN_LISTEN),
           "is not a loopback address, so ADMIN_TOKEN must be set (the admin server shows the whole cluster's state)");
     }
+    boolean insecureLoopback = r.bool(Setting.ADMIN_INSECURE_LOOPBACK);
+    if (admin.isPresent() && token.isEmpty() && !insecureLoopback) {
+      // every local user and every container with host networking reaches a loopback listener
+      throw new ConfigException(Setting.ADMIN_LISTEN.name(), r.get(Setting.ADMIN_LISTEN),
+          "needs ADMIN_TOKEN (the admin server shows the whole cluster's state); to let every local user read it"
+              + " without one, set ADMIN_INSECURE_LOOPBACK=true");
+    }
     String format = r.get(Setting.LOG_FORMAT).trim().toLowerCase(Locale.ROOT);
     if (!List.of("text", "json").contains(format)) {
       throw new ConfigException(Setting.LOG_FORMAT.name(), r.get(Setting.LOG_FORMAT), "must be text or json");
     }
+    List<String> origins = parseOrigins(r.get(Setting.ADMIN_ORIGINS));
+    int dnsRate = r.integer(Setting.DNS_QUERY_RATE, 0, 1_000_000);
     long gcGrace = r.integer(Setting.GC_GRACE, 5, 86400);
     return new Config(List.copyOf(endpoints), prefix, tls, flannel, List.copyOf(subnets), netSize, hostSize,
         clusterSize, vniStart, ttl, compat, dnsTtl, hook, socket, dockerSocket, node, admin, level, recordsTtl, token, format,
-        gcGrace);
+        insecureLoopback, origins, dnsRate, gcGrace);
   }
 
   // ---- capacity -------------------------------------------------------------------------
@@ -220,14 +240,19 @@ public record Config(
       throw new ConfigException(missing.name(), "", "must be set together with "
           + (cert.isPresent() ? Setting.ETCD_CERT_FILE : Setting.ETCD_KEY_FILE).name());
     }
-    if (ca.isEmpty() && cert.isEmpty()) {
-      return Optional.empty();
+    long https = endpoints.stream().filter(e -> e.startsWith("https://")).count();
+    if (https > 0 && https < endpoints.size()) {
+      // one TLS setting serves every endpoint: a mix would talk plaintext to an https:// one or TLS to an http:// one
+      throw new ConfigException(Setting.ETCD_ENDPOINTS.name(), String.join(",", endpoints),
+          "mixes http:// and https:// endpoints; use one scheme for all");
     }
-    for (String e : endpoints) {
-      if (!e.startsWith("https://")) {
-        throw new ConfigException(Setting.ETCD_ENDPOINTS.name(), String.join(",", endpoints),
-            "must use https:// when ETCD_CA_FILE/ETCD_CERT_FILE are set, but '" + e + "' does not");
-      }
+    if (ca.isEmpty() && cert.isEmpty()) {
+      // https:// alone still means TLS, verified against the system's trust store: never plaintext
+      return https > 0 ? Optional.of(EtcdTls.SYSTEM_TRUST) : Optional.empty();
+    }
+    if (https == 0) {
+      throw new ConfigException(Setting.ETCD_ENDPOINTS.name(), String.join(",", endpoints),
+          "must use https:// when ETCD_CA_FILE/ETCD_CERT_FILE are set, but '" + endpoints.get(0) + "' does not");
     }
     return Optional.of(new EtcdTls(ca, cert, key));
   }
@@ -278,6 +303,39 @@ public record Config(
       throw new ConfigException(var, raw, "host '" + host + "' is not a host name or address");
     }
     return Optional.of(new HostPort(host, Integer.parseInt(port)));
+  }
+
+  /**
+   * ADMIN_ORIGINS: browser origins (scheme://host[:port]) besides the admin listener's own that
+   * may open the console, e.g. a TLS reverse proxy's; normalised as browsers send them (lower
+   * case, no default port).
+   */
+  private static List<String> parseOrigins(String raw) {
+    String var = Setting.ADMIN_ORIGINS.name();
+    List<String> out = new ArrayList<>();
+    if (raw.isBlank()) {
+      return List.of();
+    }
+    for (String part : raw.split(",", -1)) {
+      String o = part.trim();
+      String rule = "'" + o + "' must be an origin: http:// or https://, a host and an optional port, nothing after"
+          + " it (e.g. https://admin.example.com)";
+      URI u;
+      try {
+        u = new URI(o);
+      } catch (URISyntaxException e) {
+        throw new ConfigException(var, raw, rule);
+      }
+      String scheme = u.getScheme() == null ? "" : u.getScheme().toLowerCase(Locale.ROOT);
+      if (!scheme.equals("http") && !scheme.equals("https") || u.getHost() == null || u.getUserInfo() != null
+          || u.getRawPath() != null && !u.getRawPath().isEmpty() || u.getRawQuery() != null || u.getRawFragment() != null) {
+        throw new ConfigException(var, raw, rule);
+      }
+      int port = u.getPort();
+      boolean defaultPort = port == -1 || scheme.equals("http") && port == 80 || scheme.equals("https") && port == 443;
+      out.add(scheme + "://" + u.getHost().toLowerCase(Locale.ROOT) + (defaultPort ? "" : ":" + port));
+    }
+    return List.copyOf(out);
   }
 
   static String systemHostName() {

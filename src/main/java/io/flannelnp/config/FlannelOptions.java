@@ -50,8 +50,11 @@ public record FlannelOptions(Optional<String> iface, Optional<String> publicIp, 
       }
       switch (name) {
         case "-iface" -> {
-          if (!value.matches("[A-Za-z0-9_.@:-]{1,15}")) {
-            throw new ConfigException(var, raw, "-iface '" + value + "' is not an interface name (1-15 of A-Z a-z 0-9 _ . - @ :)");
+          // the rule the data plane applies to it at runtime: what passes here never fails a pass later
+          if (value.matches("[0-9.]+") ? !Ipv4.isValid(value) : !value.matches("[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")) {
+            throw new ConfigException(var, raw, "-iface '" + value + "' is not an interface name (1-15 of A-Z a-z 0-9"
+                + " _ . - starting with a letter or digit; a VLAN is named by its own link, not name@parent) nor an"
+                + " IPv4 address");
           }
           if (iface.isPresent()) {
             throw new ConfigException(var, raw, "-iface given twice; flannel-np uses exactly one interface");

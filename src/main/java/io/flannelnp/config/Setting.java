@@ -20,6 +20,7 @@ public enum Setting {
   SUBNET_LEASE_TTL("86400", "Seconds a node's Flannel subnet lease lives without renewal (Flannel: 24 h)."),
   DNS_DOCKER_COMPATIBILITY_MODE("true", "true: Docker's first-network-wins answer order; false: merge all networks."),
   DNS_TTL("600", "TTL in seconds of the DNS answers flannel-np gives (Docker uses 600)."),
+  DNS_QUERY_RATE("2000", "Queries per second each container may send to its resolver (bursts up to one second's worth); beyond it the resolver stops reading that container's queries until its budget refills, so one container cannot slow the others or the plugin API; 0: no limit."),
   IS_HOOK_AVAILABLE("false", "true when the OCI createContainer hook (hook/) is installed on the host: each new container then waits (at most ~2 s) until flannel-np's resolver serves it (handshake socket flannel-np-hook.sock beside PLUGIN_SOCKET)."),
   PLUGIN_SOCKET("/run/docker/plugins/flannel-np.sock", "Unix socket the Docker plugin API listens on."),
   DOCKER_SOCKET("/run/docker.sock", "Unix socket of the Docker Engine API."),
@@ -27,7 +28,9 @@ public enum Setting {
   NODE_RECORDS_TTL("30", "Seconds a dead node's container records stay in etcd (the TTL of the node's etcd lease; 5-3600)."),
   GC_GRACE("120", "Seconds a record stays after Docker stopped holding it (a container's address or endpoint, a leader's address, a gone node's records, a network Docker forgot) before it is freed (5-86400)."),
   ADMIN_LISTEN("", "host:port of the admin server (health, metrics, console); empty: off."),
-  ADMIN_TOKEN("", "Bearer token the admin server demands (header Authorization: Bearer T, or ?token=T); required when ADMIN_LISTEN is not loopback."),
+  ADMIN_TOKEN("", "Bearer token the admin server demands (header Authorization: Bearer T, or ?token=T once, which sets a cookie); required unless ADMIN_INSECURE_LOOPBACK=true."),
+  ADMIN_INSECURE_LOOPBACK("false", "true: a loopback ADMIN_LISTEN runs without ADMIN_TOKEN; every local user and every container with host networking can then read the admin server (the cluster's whole state)."),
+  ADMIN_ORIGINS("", "Comma-separated browser origins (scheme://host[:port]) besides the admin server's own address that may open the console, e.g. a TLS reverse proxy's https://admin.example.com."),
   LOG_LEVEL("info", "error, warn, info, debug or trace."),
   LOG_FORMAT("text", "text (one line per event) or json (one JSON object per line).");
 

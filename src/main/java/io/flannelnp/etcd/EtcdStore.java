@@ -76,20 +76,7 @@ public final class EtcdStore implements AutoCloseable {
         .retryMaxDuration(opTimeout)
         .keepaliveTime(Duration.ofSeconds(10))
         .keepaliveTimeout(Duration.ofSeconds(5));
-    if (tls.isPresent()) {
-      EtcdTls t = tls.get();
-      try {
-        b.sslContext(ssl -> {
-          t.caFile().ifPresent(ca -> ssl.trustManager(ca.toFile()));
-          if (t.certFile().isPresent()) {
-            ssl.keyManager(t.certFile().get().toFile(), t.keyFile().orElseThrow().toFile());
-          }
-        });
-      } catch (Exception e) {
-        throw new IllegalArgumentException("cannot load etcd TLS material: " + e.getMessage(), e);
-      }
-    }
-    this.client = b.build();
+    this.client = EtcdClients.withTls(b, tls).build();
   }
 
   public List<String> endpoints() {

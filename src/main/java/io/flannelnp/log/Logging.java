@@ -159,23 +159,56 @@ public final class Logging {
     }
   }
 
+  /**
+   * One line per record: text that came from outside (etcd keys and values, Docker names, error
+   * messages quoting them) has its control characters escaped, so nothing it contains can end the
+   * line or start a forged one. The stack trace lines of an error are the formatter's own.
+   */
   static final class OneLine extends Formatter {
     @Override
     public String format(LogRecord r) {
       Map<String, ?> f = fields(r);
       StringBuilder sb = new StringBuilder(128)
           .append(TS.format(Instant.ofEpochMilli(r.getMillis()))).append(' ').append(level(r)).append(' ')
-          .append(shortName(r)).append(": ").append(f.isEmpty() ? formatMessage(r) : r.getMessage());
-      f.forEach((k, v) -> sb.append(' ').append(k).append('=').append(v));
+          .append(shortName(r)).append(": ");
+      escape(sb, f.isEmpty() ? formatMessage(r) : r.getMessage());
+      f.forEach((k, v) -> escape(escape(sb.append(' '), k).append('='), String.valueOf(v)));
       if (r.getThrown() != null) {
-        sb.append(" | ").append(r.getThrown());
+        escape(sb.append(" | "), String.valueOf(r.getThrown()));
         if (r.getLevel().intValue() >= Level.SEVERE.intValue()) {
           for (StackTraceElement e : r.getThrown().getStackTrace()) {
-            sb.append("\n    at ").append(e);
+            escape(sb.append("\n    at "), String.valueOf(e));
           }
         }
       }
       return sb.append('\n').toString();
     }
+  }
+
+  /**
+   * Appends {@code s} with every character that could break or disguise a log line escaped: C0
+   * and C1 controls and DEL (newline, carriage return, the terminal's escape sequences) and the
+   * Unicode line and paragraph separators.
+   */
+  static StringBuilder escape(StringBuilder sb, String s) {
+    if (s == null) {
+      return sb.append("null");
+    }
+    for (int i = 0; i < s.length(); i++) {
+      char c = s.charAt(i);
+      switch (c) {
+        case '\n' -> sb.append("\\n");
+        case '\r' -> sb.append("\\r");
+        case '\t' -> sb.append("\\t");
+        default -> {
+          if (c < 0x20 || (c >= 0x7f && c <= 0x9f) || c == '\u2028' || c == '\u2029') {
+            sb.append(String.format("\\u%04x", (int) c));
+          } else {
+            sb.append(c);
+          }
+        }
+      }
+    }
+    return sb;
   }
 }

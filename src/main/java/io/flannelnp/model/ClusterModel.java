@@ -12,7 +12,8 @@ import java.util.logging.Logger;
 /**
  * Docker's state as mirrored in etcd, parsed from a snapshot of the keys: what the load balancer
  * and DNS planes compute their desired state from. A record that does not parse is skipped with a
- * warning (one bad writer must not stop every node's DNS).
+ * warning (one bad writer must not stop every node's DNS), and so is a container record that is
+ * not under its own node's key ({@link #misplaced}).
  */
 public record ClusterModel(Map<String, DockerNetwork> networks, Map<String, ServiceRecord> services,
     List<ContainerRecord> containers) {
@@ -33,7 +34,15 @@ public record ClusterModel(Map<String, DockerNetwork> networks, Map<String, Serv
             ServiceRecord s = ServiceRecord.fromJson(kv.value());
             svcs.put(s.serviceId(), s);
           }
-          case DOCKER_CONTAINERS -> ctrs.add(ContainerRecord.fromJson(kv.value()));
+          case DOCKER_CONTAINERS -> {
+            ContainerRecord c = ContainerRecord.fromJson(kv.value());
+            String why = misplaced(schema, kv.key(), c);
+            if (why != null) {
+              LOG.warning(why);
+            } else {
+              ctrs.add(c);
+            }
+          }
           default -> { }
         }
       } catch (RuntimeException e) {
@@ -42,6 +51,24 @@ public record ClusterModel(Map<String, DockerNetwork> networks, Map<String, Serv
     }
     ctrs.sort(java.util.Comparator.comparing(ContainerRecord::containerId));
     return new ClusterModel(Map.copyOf(nets), Map.copyOf(svcs), List.copyOf(ctrs));
+  }
+
+  /**
+   * Why a container record must not be used, or null: a node writes its containers under
+   * {@code docker-data/containers/<its node>/<container-id>} only, so a record that names another
+   * node or container than its key does (written by another node, by mistake or to make that node
+   * act on it) is refused.
+   */
+  public static String misplaced(EtcdSchema schema, String key, ContainerRecord c) {
+    String rest = key.startsWith(schema.dockerContainers()) ? key.substring(schema.dockerContainers().length()) : "";
+    int slash = rest.indexOf('/');
+    String node = slash < 0 ? "" : rest.substring(0, slash);
+    String id = slash < 0 ? "" : rest.substring(slash + 1);
+    if (!node.equals(c.node()) || !id.equals(c.containerId())) {
+      return "skipping container record " + key + ": it names node '" + c.node() + "' and container '"
+          + c.containerId() + "', but a node writes only its own containers, each under its own key";
+    }
+    return null;
   }
 
   /** Running task IPs of a service on a network, in container-ID order. */

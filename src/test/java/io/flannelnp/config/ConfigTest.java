@@ -96,6 +96,9 @@ class ConfigTest {
     assertThat(c.nodeName()).isEqualTo("host-7");
     assertThat(c.adminListen()).isEmpty();
     assertThat(c.logLevel()).isEqualTo("info");
+    assertThat(c.adminInsecureLoopback()).isFalse();
+    assertThat(c.adminOrigins()).isEmpty();
+    assertThat(c.dnsQueryRate()).isEqualTo(2000);
   }
 
   @Test
@@ -117,7 +120,7 @@ class ConfigTest {
   @Test
   void explicitValuesOverrideTheDefaults() {
     Config c = load(
-        "ETCD_ENDPOINTS", " http://10.0.0.5:2379/ , https://etcd-2:2380 ",
+        "ETCD_ENDPOINTS", " http://10.0.0.5:2379/ , http://etcd-2:2380 ",
         "ETCD_PREFIX", "/my/prefix/",
         "DEFAULT_FLANNEL_OPTIONS", "-iface=eth1,-public-ip=192.168.1.10",
         "AVAILABLE_SUBNETS", "10.0.0.0/16, 10.1.0.0/16",
@@ -134,9 +137,11 @@ class ConfigTest {
         "ADMIN_LISTEN", "0.0.0.0:9090",
         "ADMIN_TOKEN", "s3cret-token-0123456789",
         "LOG_LEVEL", "DEBUG",
-        "LOG_FORMAT", "JSON");
+        "LOG_FORMAT", "JSON",
+        "ADMIN_ORIGINS", "https://Admin.Example.com:443, http://10.0.0.9:8080",
+        "DNS_QUERY_RATE", "0");
 
-    assertThat(c.etcdEndpoints()).containsExactly("http://10.0.0.5:2379", "https://etcd-2:2380");
+    assertThat(c.etcdEndpoints()).containsExactly("http://10.0.0.5:2379", "http://etcd-2:2380");
     assertThat(c.etcdPrefix()).isEqualTo("/my/prefix");
     assertThat(c.flannelOptions().iface()).contains("eth1");
     assertThat(c.flannelOptions().publicIp()).contains("192.168.1.10");
@@ -156,6 +161,8 @@ class ConfigTest {
     assertThat(c.logLevel()).isEqualTo("debug");
     assertThat(c.adminToken()).isEqualTo("s3cret-token-0123456789");
     assertThat(c.logFormat()).isEqualTo("json");
+    assertThat(c.adminOrigins()).containsExactly("https://admin.example.com", "http://10.0.0.9:8080");
+    assertThat(c.dnsQueryRate()).isZero();
   }
 
   @Test
@@ -182,9 +189,13 @@ class ConfigTest {
 
   @Test
   void adminListenForms() {
-    assertThat(load("ADMIN_LISTEN", ":9090").adminListen()).contains(new Config.HostPort("127.0.0.1", 9090));
-    assertThat(load("ADMIN_LISTEN", "localhost:1").adminListen()).contains(new Config.HostPort("localhost", 1));
-    assertThat(load("ADMIN_LISTEN", "[::1]:65535").adminListen()).contains(new Config.HostPort("[::1]", 65535));
+    String token = "ADMIN_TOKEN";
+    String t = "0123456789abcdef";
+    assertThat(load("ADMIN_LISTEN", ":9090", token, t).adminListen()).contains(new Config.HostPort("127.0.0.1", 9090));
+    assertThat(load("ADMIN_LISTEN", "localhost:1", token, t).adminListen())
+        .contains(new Config.HostPort("localhost", 1));
+    assertThat(load("ADMIN_LISTEN", "[::1]:65535", token, t).adminListen())
+        .contains(new Config.HostPort("[::1]", 65535));
     assertThat(load("ADMIN_LISTEN", "off").adminListen()).isEmpty();
     assertThat(load("ADMIN_LISTEN", "   ").adminListen()).isEmpty();
   }
@@ -537,10 +548,31 @@ class ConfigTest {
         "ADMIN_TOKEN must be set");
   }
 
-  @Test
-  void adminListenOnLoopbackNeedsNoToken() {
-    assertThat(load("ADMIN_LISTEN", "127.0.0.1:9090").adminToken()).isEmpty();
-    assertThat(load("ADMIN_LISTEN", "[::1]:9090").adminListen().orElseThrow().loopback()).isTrue();
+  @ParameterizedTest
+  @ValueSource(strings = {"127.0.0.1:9090", "localhost:9090", "[::1]:9090", "127.1.2.3:9090"})
+  void adminListenOnLoopbackNeedsATokenUnlessInsecureLoopbackIsChosen(String raw) {
+    assertBadSetting(failure("ADMIN_LISTEN", raw), "ADMIN_LISTEN", raw, "needs ADMIN_TOKEN",
+        "ADMIN_INSECURE_LOOPBACK=true");
+    Config c = load("ADMIN_LISTEN", raw, "ADMIN_INSECURE_LOOPBACK", "true");
+    assertThat(c.adminToken()).isEmpty();
+    assertThat(c.adminListen().orElseThrow().loopback()).isTrue();
+    assertThat(c.adminInsecureLoopback()).isTrue();
+  }
+
+  /** Only an address literal of 127.0.0.0/8, [::1] or the name localhost is loopback; a name is not. */
+  @ParameterizedTest
+  @ValueSource(strings = {"127.evil.example:9090", "127.0.0.1.nip.io:9090", "localhost.example:9090",
+      "1270.0.0.1:9090", "127.0.0.256:9090"})
+  void aHostThatOnlyLooksLikeLoopbackIsNotOne(String raw) {
+    assertBadSetting(failure("ADMIN_LISTEN", raw, "ADMIN_INSECURE_LOOPBACK", "true"), "ADMIN_LISTEN", raw,
+        "not a loopback address", "ADMIN_TOKEN must be set");
+  }
+
+  @ParameterizedTest
+  @ValueSource(strings = {"admin.example.com", "ftp://admin.example.com", "https://admin.example.com/console",
+      "https://user@admin.example.com", "https://admin.example.com?x=1", "https://"})
+  void adminOriginsMustBeOrigins(String raw) {
+    assertBadSetting(failure("ADMIN_ORIGINS", raw), "ADMIN_ORIGINS", raw, "must be an origin");
   }
 
   @ParameterizedTest
@@ -623,8 +655,7 @@ class ConfigTest {
     void certAndKeyWithOneHttpEndpointAreRejected() throws IOException {
       ConfigException e = failure("ETCD_ENDPOINTS", "https://10.0.0.5:2379,http://10.0.0.6:2379",
           "ETCD_CERT_FILE", file("cert.pem"), "ETCD_KEY_FILE", file("key.pem"));
-      assertBadSetting(e, "ETCD_ENDPOINTS", "https://10.0.0.5:2379,http://10.0.0.6:2379", "must use https://",
-          "'http://10.0.0.6:2379'");
+      assertBadSetting(e, "ETCD_ENDPOINTS", "https://10.0.0.5:2379,http://10.0.0.6:2379", "mixes http:// and https://");
     }
 
     @Test
@@ -657,6 +688,19 @@ class ConfigTest {
           "ETCD_CA_FILE", ca, "ETCD_CERT_FILE", cert, "ETCD_KEY_FILE", key);
       assertThat(c.etcdTls()).contains(new Config.EtcdTls(
           Optional.of(Path.of(ca)), Optional.of(Path.of(cert)), Optional.of(Path.of(key))));
+    }
+
+    /** https:// without a CA file is TLS against the system's trust store, never plaintext. */
+    @Test
+    void httpsWithoutACaFileIsTlsWithTheSystemTrustStore() {
+      Config c = load("ETCD_ENDPOINTS", "https://10.0.0.5:2379,https://10.0.0.6:2379");
+      assertThat(c.etcdTls()).contains(Config.EtcdTls.SYSTEM_TRUST);
+    }
+
+    @Test
+    void mixedSchemesAreRejected() {
+      String raw = "https://10.0.0.5:2379,http://10.0.0.6:2379";
+      assertBadSetting(failure("ETCD_ENDPOINTS", raw), "ETCD_ENDPOINTS", raw, "mixes http:// and https://");
     }
 
     @Test
@@ -760,6 +804,9 @@ class ConfigTest {
         Map.entry("GC_GRACE", "4"),
         Map.entry("ADMIN_LISTEN", "x"),
         Map.entry("ADMIN_TOKEN", "short"),
+        Map.entry("ADMIN_INSECURE_LOOPBACK", "x"),
+        Map.entry("ADMIN_ORIGINS", "x"),
+        Map.entry("DNS_QUERY_RATE", "-1"),
         Map.entry("LOG_LEVEL", "x"),
         Map.entry("LOG_FORMAT", "x"));
     for (Setting s : Setting.values()) {

@@ -54,13 +54,15 @@ class FlannelOptionsTest {
   }
 
   @ParameterizedTest
-  @ValueSource(strings = {"bond0.100", "eth0:1", "vlan10@eth0", "enp0s31f6", "br_int-1", "a23456789012345"})
-  void validInterfaceNames(String name) {
+  @ValueSource(strings = {"bond0.100", "vlan10", "enp0s31f6", "br_int-1", "a23456789012345", "10.0.0.5"})
+  void validInterfaceNamesAndAddresses(String name) {
     assertThat(FlannelOptions.parse("-iface=" + name).iface()).contains(name);
   }
 
+  /** Start-up applies the data plane's own rule: nothing that passes here fails every pass later. */
   @ParameterizedTest
-  @ValueSource(strings = {"-iface=a234567890123456", "-iface=eth#0", "-iface=eth/0", "-iface=", "--iface="})
+  @ValueSource(strings = {"-iface=a234567890123456", "-iface=eth#0", "-iface=eth/0", "-iface=", "--iface=",
+      "-iface=eth0:1", "-iface=vlan10@eth0", "-iface=-x", "-iface=1.2.3", "-iface=10.0.0.256", "-iface=.eth0"})
   void badInterfaceNameIsRejected(String raw) {
     assertBad(raw, "-iface", "is not an interface name");
   }

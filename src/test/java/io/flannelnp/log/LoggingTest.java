@@ -53,4 +53,22 @@ class LoggingTest {
     Logging.decision(log, Level.INFO, "kernel batch", Map.of("corr", "r7"));
     assertThat(buf.toString(StandardCharsets.UTF_8)).matches("(?s)\\S+ INFO LoadBalancerVerticle: kernel batch corr=r7\n");
   }
+
+  @Test
+  void textFormatEscapesWhatCouldEndTheLineSoNothingOutsideCanForgeOne() {
+    Logging.configure("info", "text", new PrintStream(buf, true, StandardCharsets.UTF_8));
+    String forged = "x\n2026-01-01T00:00:00.000Z ERROR Daemon: forged\r\u001b[2K\u2028y";
+    log.warning("skipping unreadable record /p/docker-data/services/" + forged);
+    Logging.decision(log, Level.INFO, "docker container " + forged, Map.of("key", forged));
+    log.log(Level.SEVERE, "pass failed", new IllegalStateException("bad value " + forged));
+    String out = buf.toString(StandardCharsets.UTF_8);
+    String[] lines = out.split("\n");
+    assertThat(lines).as(out).noneMatch(l -> l.startsWith("2026-01-01") || l.contains("\u001b"));
+    assertThat(lines[0]).endsWith("/p/docker-data/services/x\\n2026-01-01T00:00:00.000Z ERROR Daemon: forged"
+        + "\\r\\u001b[2K\\u2028y");
+    assertThat(lines[1]).contains("docker container x\\n2026").contains(" key=x\\n2026");
+    assertThat(lines[2]).contains("| java.lang.IllegalStateException: bad value x\\n2026");
+    assertThat(java.util.Arrays.asList(lines).subList(3, lines.length))
+        .as("every other line is a stack frame the formatter wrote").allMatch(l -> l.startsWith("    at "));
+  }
 }

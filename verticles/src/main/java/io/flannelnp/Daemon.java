@@ -71,8 +71,8 @@ public final class Daemon {
     if (config.adminListen().isPresent()) {
       // before the publishers, so /health misses no status change
       chain = chain.compose(v -> deploy("AdminVerticle",
-          new AdminVerticle(config.adminListen().get(), config.adminToken(), List.of("flannel", "lb", "dns", "docker"),
-              etcd::lastRevision)));
+          new AdminVerticle(config.adminListen().get(), config.adminToken(), config.adminOrigins(),
+              List.of("flannel", "lb", "dns", "docker"), etcd::lastRevision)));
     }
     chain = chain
         .compose(v -> deploy("EtcdWatchVerticle", new EtcdWatchVerticle(etcd, schema,

@@ -37,6 +37,12 @@ public final class Metrics {
         .register(REGISTRY).record(nanos, TimeUnit.NANOSECONDS);
   }
 
+  /** A container's query over its DNS_QUERY_RATE budget: not answered. */
+  public static void dnsRateLimited() {
+    Counter.builder("fnp_dns_rate_limited").description("DNS queries over their container's DNS_QUERY_RATE, not answered")
+        .register(REGISTRY).increment();
+  }
+
   /** A query passed to Docker's resolver (not one of ours). */
   public static void dnsForwarded() {
     Counter.builder("fnp_dns_forwarded").description("DNS queries forwarded upstream").register(REGISTRY).increment();

@@ -12,7 +12,6 @@ import io.vertx.core.http.HttpServerOptions;
 import io.vertx.core.http.HttpServerRequest;
 import io.vertx.core.json.DecodeException;
 import io.vertx.core.json.JsonObject;
-import io.vertx.core.net.SocketAddress;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -44,14 +43,9 @@ public final class ApiVerticle extends VerticleBase {
 
   @Override
   public Future<?> start() {
-    try {
-      Files.createDirectories(socket.getParent());
-      Files.deleteIfExists(socket); // a stale socket from a killed process blocks bind()
-    } catch (IOException e) {
-      return Future.failedFuture("cannot prepare plugin socket " + socket + ": " + e.getMessage());
-    }
     server = vertx.createHttpServer(new HttpServerOptions().setIdleTimeout(0)).requestHandler(this::handle);
-    return server.listen(SocketAddress.domainSocketAddress(socket.toString()))
+    // mode 0600 whatever the umask: a local user who could connect could remove networks
+    return PrivateSocket.listen(socket, server::listen)
         .onSuccess(s -> LOG.info("plugin API listening on " + socket));
   }
 
@@ -70,6 +64,16 @@ public final class ApiVerticle extends VerticleBase {
     inFlight++;
     Buffer body = Buffer.buffer();
     boolean[] rejected = {false};
+    boolean[] ended = {false};
+    // counted until answered, or until the client went away before its body was complete (then
+    // nothing was called); a call already running is still waited for at stop
+    boolean[] settled = {false};
+    Runnable finish = () -> {
+      if (!settled[0]) {
+        settled[0] = true;
+        done();
+      }
+    };
     req.handler(chunk -> {
       if (rejected[0]) {
         return;
@@ -78,13 +82,24 @@ public final class ApiVerticle extends VerticleBase {
         rejected[0] = true;
         reply(req, sub, 413, null, "request body of " + path + " exceeds " + MAX_BODY + " bytes");
         req.connection().close();
-        done();
+        finish.run();
         return;
       }
       body.appendBuffer(chunk);
     });
-    req.exceptionHandler(err -> LOG.fine("request " + path + " failed: " + err));
+    req.exceptionHandler(err -> {
+      LOG.fine("request " + path + " failed: " + err);
+      if (!ended[0]) {
+        finish.run();
+      }
+    });
+    req.response().closeHandler(v -> {
+      if (!ended[0]) {
+        finish.run(); // the connection closed mid-body
+      }
+    });
     req.endHandler(v -> {
+      ended[0] = true;
       if (rejected[0]) {
         return;
       }
@@ -93,7 +108,7 @@ public final class ApiVerticle extends VerticleBase {
         json = parse(body);
       } catch (PluginError e) {
         reply(req, sub, e.httpStatus(), null, path.substring(1) + ": " + e.getMessage());
-        done();
+        finish.run();
         return;
       }
       Future<JsonObject> result;
@@ -115,7 +130,7 @@ public final class ApiVerticle extends VerticleBase {
           }
           reply(req, sub, status, null, String.valueOf(err.getMessage()));
         }
-        done();
+        finish.run();
       });
     });
   }

@@ -74,28 +74,50 @@ final class DnsListener {
    * is waited for, and how often the periodic pass re-checks our table in every served sandbox.
    */
   record Options(Duration upstreamTimeout, int maxPending, int maxTcpClients, Duration tcpIdle, int udpReceive,
-      Duration netnsWait, Duration netnsPoll, Duration rediscoverAfter, Duration resync) {
+      Duration netnsWait, Duration netnsPoll, Duration rediscoverAfter, Duration resync, int queryRate,
+      java.util.regex.Pattern sandboxes) {
+    /**
+     * Where Docker puts a container's namespace (SandboxKey): its exec root's netns directory,
+     * named by the first 12 hex digits of the sandbox ID. Nothing else there is a container's
+     * (ingress_sbox, lb_…, the overlay namespaces, "default" of host networking), and nothing
+     * elsewhere is Docker's.
+     */
+    static final java.util.regex.Pattern DOCKER_SANDBOXES =
+        java.util.regex.Pattern.compile("(/var)?/run/docker/netns/[0-9a-f]{12}");
     static final Options DEFAULTS = new Options(Duration.ofMillis(4500), 1024, 256, Duration.ofSeconds(10), 4096,
-        Duration.ofSeconds(30), Duration.ofMillis(20), Duration.ofSeconds(10), Duration.ofSeconds(30));
+        Duration.ofSeconds(30), Duration.ofMillis(20), Duration.ofSeconds(10), Duration.ofSeconds(30), 2000,
+        DOCKER_SANDBOXES);
 
     Options withUpstreamTimeout(Duration d) {
       return new Options(d, maxPending, maxTcpClients, tcpIdle, udpReceive, netnsWait, netnsPoll, rediscoverAfter,
-          resync);
+          resync, queryRate, sandboxes);
     }
 
     Options withNetnsWait(Duration d) {
       return new Options(upstreamTimeout, maxPending, maxTcpClients, tcpIdle, udpReceive, d, netnsPoll, rediscoverAfter,
-          resync);
+          resync, queryRate, sandboxes);
     }
 
     Options withNetnsPoll(Duration d) {
       return new Options(upstreamTimeout, maxPending, maxTcpClients, tcpIdle, udpReceive, netnsWait, d, rediscoverAfter,
-          resync);
+          resync, queryRate, sandboxes);
     }
 
     Options withResync(Duration d) {
       return new Options(upstreamTimeout, maxPending, maxTcpClients, tcpIdle, udpReceive, netnsWait, netnsPoll,
-          rediscoverAfter, d);
+          rediscoverAfter, d, queryRate, sandboxes);
+    }
+
+    /** DNS_QUERY_RATE: client queries per second per container; 0: no limit. */
+    Options withQueryRate(int perSecond) {
+      return new Options(upstreamTimeout, maxPending, maxTcpClients, tcpIdle, udpReceive, netnsWait, netnsPoll,
+          rediscoverAfter, resync, perSecond, sandboxes);
+    }
+
+    /** Tests: namespaces the test made ({@code ip netns add}) count as sandboxes too. */
+    Options withSandboxes(java.util.regex.Pattern p) {
+      return new Options(upstreamTimeout, maxPending, maxTcpClients, tcpIdle, udpReceive, netnsWait, netnsPoll,
+          rediscoverAfter, resync, queryRate, p);
     }
   }
 
@@ -129,12 +151,15 @@ final class DnsListener {
     volatile long malformed;
     volatile long dropped;
     volatile long tcpQueries;
+    /** Client queries over the container's DNS_QUERY_RATE budget (not answered), and how often reading paused. */
+    volatile long limited;
+    volatile long pauses;
 
     @Override
     public String toString() {
       return "received=" + received + " fromUpstream=" + fromUpstream + " answered=" + answered + " forwarded=" + forwarded + " relayed=" + relayed
           + " servfail=" + servfail + " refused=" + refused + " malformed=" + malformed + " dropped=" + dropped
-          + " tcp=" + tcpQueries;
+          + " tcp=" + tcpQueries + " limited=" + limited + " pauses=" + pauses;
     }
   }
 
@@ -241,6 +266,14 @@ final class DnsListener {
   private boolean discovering;
   private boolean closed;
   private boolean flushNeeded;
+  /** The container's query budget (DNS_QUERY_RATE): tokens, refilled continuously, one per query. */
+  private double tokens;
+  private long refilledAt;
+  private boolean udpPaused;
+  /** Datagrams read per read loop: fewer than {@link #READ_BATCH} while the budget is short. */
+  private int readBatch = READ_BATCH;
+  private static final int READ_BATCH = 64;
+  private final FixedRecvByteBufAllocator recv;
 
   DnsListener(String key, long inode, Sockets s, EventLoop loop, Options options, Namespaces.Switcher switcher,
       Function<String, CompletableFuture<DnsNat.DockerPorts>> discover) {
@@ -255,12 +288,92 @@ final class DnsListener {
     this.tcp = new NioServerSocketChannel(s.tcp());
     this.udpPort = s.udpPort();
     this.tcpPort = s.tcpPort();
-    FixedRecvByteBufAllocator recv = new FixedRecvByteBufAllocator(options.udpReceive());
-    recv.maxMessagesPerRead(64);
+    recv = new FixedRecvByteBufAllocator(options.udpReceive());
+    recv.maxMessagesPerRead(READ_BATCH);
     recv.respectMaybeMoreData(false); // a datagram shorter than the buffer does not mean the queue is empty
     udp.config().setRecvByteBufAllocator(recv);
     udp.pipeline().addLast(new UdpHandler());
     tcp.pipeline().addLast(new Acceptor());
+    tokens = options.queryRate();
+    refilledAt = System.nanoTime();
+  }
+
+  // ---- the container's query budget ----------------------------------------------------------------
+
+  /**
+   * Takes one query from the budget: DNS_QUERY_RATE per second, at most one second's worth saved
+   * up. A container over it is not served at the expense of the others on its event loop (and of
+   * the plugin API, which shares the loops): see {@link #pauseUdp}.
+   */
+  private boolean admit() {
+    if (options.queryRate() <= 0) {
+      return true;
+    }
+    refill();
+    if (tokens >= 1) {
+      tokens -= 1;
+      return true;
+    }
+    stats.limited++;
+    io.flannelnp.admin.Metrics.dnsRateLimited();
+    return false;
+  }
+
+  private void refill() {
+    int rate = options.queryRate();
+    long now = System.nanoTime();
+    tokens = Math.min(rate, tokens + (now - refilledAt) * (rate / 1e9));
+    refilledAt = now;
+    if (readBatch < READ_BATCH && tokens >= READ_BATCH) {
+      readBatch = READ_BATCH;
+      recv.maxMessagesPerRead(READ_BATCH);
+    }
+  }
+
+  /** How long until 1/200 s of budget is back: what a pause lasts (short pauses, short bursts after). */
+  private long refillMillis() {
+    int rate = options.queryRate();
+    double want = Math.max(1, rate / 200.0) - tokens;
+    return Math.max(1, (long) Math.ceil(want * 1000 / rate));
+  }
+
+  /**
+   * Stops reading the container's UDP socket until its budget refills: what it sends meanwhile
+   * waits in, and overflows, its own socket buffer in the kernel, costing this loop nothing. On
+   * resuming, a read loop takes no more datagrams than the budget answers, so the container's
+   * backlog is never read just to be dropped. Docker's answers to our forwards share that socket
+   * and wait too: they are the same container's.
+   */
+  private void pauseUdp() {
+    if (udpPaused || closed) {
+      return;
+    }
+    udpPaused = true;
+    stats.pauses++;
+    udp.config().setAutoRead(false);
+    loop.schedule(() -> {
+      udpPaused = false;
+      if (!closed) {
+        refill();
+        readBatch = (int) Math.max(1, Math.min(READ_BATCH, tokens));
+        recv.maxMessagesPerRead(readBatch);
+        udp.config().setAutoRead(true);
+      }
+    }, refillMillis(), TimeUnit.MILLISECONDS);
+  }
+
+  /** The same for one TCP connection of the container. */
+  private void pauseTcp(Channel c) {
+    if (!c.config().isAutoRead()) {
+      return;
+    }
+    stats.pauses++;
+    c.config().setAutoRead(false);
+    loop.schedule(() -> {
+      if (c.isActive()) {
+        c.config().setAutoRead(true);
+      }
+    }, refillMillis(), TimeUnit.MILLISECONDS);
   }
 
   int udpPort() {
@@ -376,6 +489,10 @@ final class DnsListener {
       onUpstreamUdp(m);
       return;
     }
+    if (!admit()) {
+      pauseUdp();
+      return;
+    }
     DnsWire.Query q = QUERY.get();
     int rc = DnsWire.parse(m, q);
     if (rc == DnsWire.DROP) {
@@ -476,6 +593,17 @@ final class DnsListener {
     stats.received++;
     stats.tcpQueries++;
     DnsWire.Query q = QUERY.get();
+    if (!admit()) {
+      // over budget: a short REFUSED (the client moves on at once, a TCP client is not dropped
+      // silently) and no more reading from this connection until the budget refills
+      pauseTcp(client);
+      if (DnsWire.parse(m, q) != DnsWire.DROP) {
+        ByteBuf out = alloc.ioBuffer(DnsWire.HEADER);
+        DnsWire.bare(out, q.id, q.flags, DnsWire.REFUSED);
+        sendTcp(client, out);
+      }
+      return;
+    }
     int rc = DnsWire.parse(m, q);
     if (rc == DnsWire.DROP) {
       stats.dropped++;

@@ -158,7 +158,8 @@ public final class DnsVerticle extends ReconcilerVerticle {
 
   /** The daemon's constructor: node name, DNS_DOCKER_COMPATIBILITY_MODE and DNS_TTL from the config. */
   public DnsVerticle(Config config, EtcdSchema schema) {
-    this(config.nodeName(), config.dnsDockerCompatibilityMode(), config.dnsTtl(), schema, DnsListener.Options.DEFAULTS,
+    this(config.nodeName(), config.dnsDockerCompatibilityMode(), config.dnsTtl(), schema,
+        DnsListener.Options.DEFAULTS.withQueryRate(config.dnsQueryRate()),
         config.hookAvailable() ? Path.of(config.pluginSocket()).resolveSibling(HookServer.SOCKET_NAME).toString() : null);
   }
 
@@ -354,13 +355,28 @@ public final class DnsVerticle extends ReconcilerVerticle {
   }
 
   /** The request's sandbox key, or null after failing the request with what is wrong with it. */
-  private static String sandboxKeyOf(Message<?> m, String key) {
+  private String sandboxKeyOf(Message<?> m, String key) {
     try {
-      return DnsNat.sandboxPath(key);
+      return sandbox(key);
     } catch (IllegalArgumentException e) {
       m.fail(Failure.BAD_REQUEST, e.getMessage());
       return null;
     }
+  }
+
+  /**
+   * A SandboxKey this plane may enter: a well-formed path ({@link DnsNat#sandboxPath}) in Docker's
+   * directory of container namespaces. The plane holds CAP_SYS_ADMIN and puts a listener and an
+   * nft table into what it enters, so a record must not be able to name any other namespace
+   * (Docker's ingress or load-balancer sandboxes, {@code /proc/<pid>/ns/net}, the host's).
+   */
+  private String sandbox(String key) {
+    String k = DnsNat.sandboxPath(key);
+    if (!options.sandboxes().matcher(k).matches()) {
+      throw new IllegalArgumentException("SandboxKey '" + DnsNat.clip(k) + "' is not a container's namespace in"
+          + " Docker's netns directory (expected /var/run/docker/netns/<12 hex digits>)");
+    }
+    return k;
   }
 
   // ---- inject / eject ---------------------------------------------------------------------------
@@ -662,7 +678,13 @@ public final class DnsVerticle extends ReconcilerVerticle {
   }
 
   private Future<HookServer.Reply> hookCheck(HookServer.Request r, long deadline, Entry last) {
-    Entry e = hookEntry(r, last == null);
+    if (r.gone().isComplete()) {
+      // the hook gave up (after its ~2 s) or runc went on: nobody reads the answer any more
+      return Future.succeededFuture(new HookServer.Reply(false, "gone", "the hook closed its connection"));
+    }
+    // after the first look, only the sandbox found then is looked at again: no stat of every
+    // sandbox path every round
+    Entry e = last != null && entries.get(last.key) == last ? last : hookEntry(r, last == null);
     if (e == null) {
       return Future.succeededFuture(last == null
           ? new HookServer.Reply(true, "not-ours", "network namespace " + r.ino() + " is no sandbox of flannel-np's networks")
@@ -687,6 +709,7 @@ public final class DnsVerticle extends ReconcilerVerticle {
     }
     Promise<Void> next = Promise.promise();
     op.onComplete(x -> next.tryComplete());
+    r.gone().onComplete(x -> next.tryComplete());
     long t = vertx.setTimer(50, x -> next.tryComplete()); // operations may chain: look again soon
     return next.future().compose(v -> {
       vertx.cancelTimer(t);
@@ -820,6 +843,7 @@ public final class DnsVerticle extends ReconcilerVerticle {
   /** This node's sandboxes from the endpoint and container records; unreadable records are skipped. */
   private Records readRecords(ClusterState state) {
     ClusterModel model = ClusterModel.of(schema, state.kvs().values());
+    Map<String, String> refused = new HashMap<>();
     Map<String, Set<String>> eps = new HashMap<>();
     Map<String, Set<String>> nets = new HashMap<>();
     Map<String, String> netOfEp = new HashMap<>();
@@ -832,20 +856,21 @@ public final class DnsVerticle extends ReconcilerVerticle {
           netOfEp.put(epId, netId);
         }
         String key = j.getString("SandboxKey", "");
-        if (!key.isEmpty() && valid(key)) {
+        if (!key.isEmpty() && valid(key, kv.key(), refused)) {
           eps.computeIfAbsent(key, k -> new HashSet<>()).add(epId);
           if (!netId.isEmpty()) {
             nets.computeIfAbsent(key, k -> new LinkedHashSet<>()).add(netId);
           }
         }
       } catch (RuntimeException ex) {
-        LOG.log(Level.FINE, "skipping unreadable endpoint record " + kv.key() + ": " + ex.getMessage());
+        refused.put(kv.key(), "unreadable endpoint record: " + ex.getMessage());
       }
     }
     Map<String, ContainerRecord> byId = new HashMap<>();
     for (ContainerRecord c : model.containers()) {
       byId.put(c.containerId(), c);
-      if (!(swarmNodeId.isEmpty() ? nodeName : swarmNodeId).equals(c.node()) || !c.running() || c.sandboxKey().isEmpty() || !valid(c.sandboxKey())) {
+      if (!(swarmNodeId.isEmpty() ? nodeName : swarmNodeId).equals(c.node()) || !c.running() || c.sandboxKey().isEmpty()
+          || !valid(c.sandboxKey(), schema.dockerContainer(c.node(), c.containerId()), refused)) {
         continue;
       }
       boolean ours = false;
@@ -864,14 +889,24 @@ public final class DnsVerticle extends ReconcilerVerticle {
         });
       }
     }
+    refused.forEach((record, why) -> {
+      if (!why.equals(reportedRefusals.get(record))) {
+        LOG.warning("skipping " + record + ": " + why); // once per record and reason, not every pass
+      }
+    });
+    reportedRefusals = refused;
     return new Records(model, eps, nets, netOfEp, byId);
   }
 
-  private static boolean valid(String key) {
+  /** Sandbox keys of records that were refused, by record key: reported when they first appear. */
+  private Map<String, String> reportedRefusals = Map.of();
+
+  private boolean valid(String key, String record, Map<String, String> refused) {
     try {
-      DnsNat.sandboxPath(key);
+      sandbox(key);
       return true;
     } catch (IllegalArgumentException e) {
+      refused.put(record, e.getMessage());
       return false;
     }
   }

@@ -1,6 +1,7 @@
 package io.flannelnp.dns;
 
 import io.vertx.core.Future;
+import io.vertx.core.Promise;
 import io.vertx.core.Vertx;
 import io.vertx.core.buffer.Buffer;
 import io.vertx.core.json.DecodeException;
@@ -8,7 +9,6 @@ import io.vertx.core.json.JsonObject;
 import io.vertx.core.net.NetServer;
 import io.vertx.core.net.NetServerOptions;
 import io.vertx.core.net.NetSocket;
-import io.vertx.core.net.SocketAddress;
 import io.vertx.core.parsetools.RecordParser;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -47,8 +47,19 @@ final class HookServer {
   /** A client that sends no full line within this is dropped. */
   static final long REQUEST_TIMEOUT_MS = 5_000;
 
-  /** What the hook reports: its container's id (may be empty) and its network namespace. */
-  record Request(String containerId, long dev, long ino) {}
+  /**
+   * What the hook reports: its container's id (may be empty) and its network namespace;
+   * {@code gone} completes when the hook's connection closes (it gave up waiting, or runc went on).
+   */
+  record Request(String containerId, long dev, long ino, Future<Void> gone) {
+    Request(String containerId, long dev, long ino) {
+      this(containerId, dev, ino, Promise.<Void>promise().future());
+    }
+
+    Request withGone(Future<Void> g) {
+      return new Request(containerId, dev, ino, g);
+    }
+  }
 
   /** The single line sent back. {@code ok=false} only tells the hook to log why. */
   record Reply(boolean ok, String status, String detail) {
@@ -71,15 +82,10 @@ final class HookServer {
 
   /** Listens on the socket, replacing a stale one a killed daemon left behind. */
   Future<Void> start() {
-    try {
-      Files.createDirectories(socket.getParent());
-      Files.deleteIfExists(socket);
-    } catch (IOException e) {
-      return Future.failedFuture("cannot prepare hook socket " + socket + ": " + e.getMessage());
-    }
     server = vertx.createNetServer(new NetServerOptions()).connectHandler(this::serve);
-    return server.listen(SocketAddress.domainSocketAddress(socket.toString()))
-        .onSuccess(s -> LOG.info("OCI hook handshake listening on " + socket)).mapEmpty();
+    // mode 0600: the hook runs as root (runc runs it before the container's own process exists)
+    return io.flannelnp.api.PrivateSocket.listen(socket, server::listen)
+        .onSuccess(s -> LOG.info("OCI hook handshake listening on " + socket));
   }
 
   /** Stops listening and removes the socket, so hooks return at once while the daemon is away. */
@@ -102,6 +108,7 @@ final class HookServer {
     }
     open++;
     boolean[] done = {false};
+    Promise<Void> gone = Promise.promise();
     long timer = vertx.setTimer(REQUEST_TIMEOUT_MS, t -> {
       if (!done[0]) {
         done[0] = true;
@@ -111,6 +118,7 @@ final class HookServer {
     so.closeHandler(v -> {
       open--;
       vertx.cancelTimer(timer);
+      gone.tryComplete();
     });
     so.exceptionHandler(err -> {
       if (!done[0]) {
@@ -125,10 +133,11 @@ final class HookServer {
       }
       done[0] = true;
       vertx.cancelTimer(timer);
-      so.pause();
+      // keep reading, discarding: a paused socket would not notice the hook closing it
+      so.handler(ignored -> { });
       Request r;
       try {
-        r = parse(line.toString());
+        r = parse(line.toString()).withGone(gone.future());
       } catch (IllegalArgumentException e) {
         so.end(Buffer.buffer(new Reply(false, "bad-request", e.getMessage()).line()));
         return;

@@ -297,23 +297,22 @@ public final class DockerVerticle extends VerticleBase {
     try {
       e = new JsonObject(line);
     } catch (RuntimeException ex) {
-      LOG.fine("unreadable Docker event: " + line);
+      LOG.fine("unreadable Docker event of " + line.length() + " characters"); // its text may hold a command line
       return;
     }
     String type = e.getString("Type", "");
     String action = e.getString("Action", e.getString("status", ""));
     JsonObject actor = DockerMirror.obj(e, "Actor");
     String id = actor.getString("ID", e.getString("id", ""));
+    if (type.equals("container") && carriesCommand(action)) {
+      return; // nothing a record shows, and never published: the bus feeds the log and the console
+    }
     Map<String, String> attrs = new TreeMap<>();
     DockerMirror.obj(actor, "Attributes").forEach(a -> attrs.put(a.getKey(), String.valueOf(a.getValue())));
     vertx.eventBus().publish(Addresses.DOCKER_EVENTS,
-        new DockerEvent(type, action, id, Map.copyOf(attrs), e.getLong("timeNano", 0L)));
+        new DockerEvent(type, verb(action), id, Map.copyOf(attrs), e.getLong("timeNano", 0L)));
     switch (type) {
       case "container" -> {
-        if (action.startsWith("exec_") || action.equals("top") || action.equals("resize")
-            || action.equals("attach") || action.equals("commit") || action.equals("export")) {
-          return; // nothing a record shows
-        }
         forget(id);
         if (goingAway(action, attrs.getOrDefault("signal", ""))) {
           stopping.add(id);
@@ -328,6 +327,31 @@ public final class DockerVerticle extends VerticleBase {
       default -> { }
     }
     wake(false);
+  }
+
+  /**
+   * Container actions that carry what runs inside a container, not its lifecycle: Docker names
+   * {@code exec_create: <command line>} and {@code exec_start: <command line>} after the whole
+   * command of every {@code docker exec} and every health-check probe (with whatever secrets
+   * they are given), and top, resize and attach come with every interactive session.
+   */
+  static boolean carriesCommand(String action) {
+    return action.startsWith("exec_") || action.equals("top") || action.equals("resize") || action.equals("attach")
+        || action.equals("commit") || action.equals("export");
+  }
+
+  /**
+   * The action as published: Docker appends free text after a colon to some actions (a command
+   * line, a health status); only {@code health_status}'s one-word status is kept with its verb.
+   */
+  static String verb(String action) {
+    int colon = action.indexOf(':');
+    if (colon < 0) {
+      return action;
+    }
+    String head = action.substring(0, colon);
+    String rest = action.substring(colon + 1).strip();
+    return head.equals("health_status") && rest.matches("[a-z]{1,16}") ? head + ": " + rest : head;
   }
 
   /**

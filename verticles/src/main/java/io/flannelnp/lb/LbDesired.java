@@ -5,8 +5,11 @@ import io.flannelnp.etcd.EtcdSchema.Family;
 import io.flannelnp.etcd.KeyValue;
 import io.flannelnp.etcd.WatchEvent;
 import io.flannelnp.flannel.Kernel;
+import io.flannelnp.ipam.Ipv4;
+import io.flannelnp.model.ClusterModel;
 import io.flannelnp.model.ContainerRecord;
 import io.flannelnp.model.DockerNetwork;
+import io.flannelnp.model.NetworkScopes;
 import io.flannelnp.model.ServiceRecord;
 import java.util.ArrayList;
 import java.util.Collection;
@@ -40,6 +43,13 @@ import java.util.logging.Logger;
  * Addresses are validated as dotted quads (a "/prefix" is dropped) before they can reach an nft
  * script.
  *
+ * <p><b>Only addresses a network owns.</b> The table rewrites host traffic too (prerouting and
+ * output), so a VIP is programmed only inside the cluster range of a network whose subnet is
+ * reserved for it ({@link NetworkScopes}: address-space reservation and Flannel config), a backend
+ * only inside that network's subnet, and a container record only from under its own node's key
+ * ({@link ClusterModel#misplaced}); anything else is left out and reported. A reservation or
+ * config change recomputes everything, as a network change does.
+ *
  * <p><b>Incremental, yet from the whole snapshot.</b> Each pass walks every key of the snapshot,
  * but parses only keys whose mod revision changed since the last pass, and recomputes only the
  * services those keys touch (any network change recomputes all). A pass over 100,000 keys thus
@@ -63,6 +73,9 @@ public final class LbDesired {
   public record Result(Map<String, List<String>> vips, Set<String> changed, SortedSet<Integer> chains, int services,
       int backends, List<String> problems) {}
 
+  /** The record of an address-space or network-config key: its value lives in {@link #scopes}. */
+  private static final Object SCOPE = new Object();
+
   private static final class Entry {
     long modRevision;
     Object record;
@@ -74,6 +87,7 @@ public final class LbDesired {
   private final String networksPrefix;
   private final String servicesPrefix;
   private final String containersPrefix;
+  private final NetworkScopes scopes;
   private final Map<String, Entry> cache = new HashMap<>();
   private final Map<String, DockerNetwork> networks = new HashMap<>();
   private final Map<String, ServiceRecord> services = new HashMap<>();
@@ -97,6 +111,7 @@ public final class LbDesired {
     this.networksPrefix = schema.dockerNetworks();
     this.servicesPrefix = schema.dockerServices();
     this.containersPrefix = schema.dockerContainers();
+    this.scopes = new NetworkScopes(schema);
   }
 
   /** Everything wanted by the snapshot {@code kvs} (keys of other families are ignored). */
@@ -125,7 +140,7 @@ public final class LbDesired {
       if (me.getValue().seen != pass) {
         it.remove();
         recordProblems.remove(me.getKey());
-        all |= apply(me.getKey(), me.getValue().record, null, dirty);
+        all |= forget(me.getKey(), me.getValue(), dirty);
       }
     }
     return finish(all, dirty);
@@ -155,13 +170,14 @@ public final class LbDesired {
       } else if (e != null) {
         cache.remove(ev.key());
         recordProblems.remove(ev.key());
-        all |= apply(ev.key(), e.record, null, dirty);
+        all |= forget(ev.key(), e, dirty);
       }
     }
     // untouched entries keep an older "seen": compute only compares it with its own pass
     return finish(all, dirty);
   }
 
+  /** The families this computation reads; address-space keys count as NETWORK_CONFIG here. */
   private Family family(String k) {
     if (k.startsWith(containersPrefix)) {
       return Family.DOCKER_CONTAINERS;
@@ -169,8 +185,19 @@ public final class LbDesired {
       return Family.DOCKER_SERVICES;
     } else if (k.startsWith(networksPrefix)) {
       return Family.DOCKER_NETWORKS;
+    } else if (scopes.reads(k)) {
+      return Family.NETWORK_CONFIG;
     }
     return null;
+  }
+
+  /** A key left the snapshot; true if everything must be recomputed. */
+  private boolean forget(String key, Entry e, Set<String> dirty) {
+    if (e.record == SCOPE) {
+      scopes.remove(key);
+      return true;
+    }
+    return apply(key, e.record, null, dirty);
   }
 
   /** Parses a new or changed key into the cache; true if everything must be recomputed. */
@@ -184,12 +211,21 @@ public final class LbDesired {
     e.modRevision = kv.modRevision();
     e.seen = pass;
     e.error = null;
+    if (f == Family.NETWORK_CONFIG) {
+      scopes.put(k, kv.value()); // parsed when a VIP asks: a bad one is reported there
+      e.record = SCOPE;
+      return true;
+    }
     try {
       e.record = switch (f) {
         case DOCKER_NETWORKS -> DockerNetwork.fromJson(kv.value());
         case DOCKER_SERVICES -> ServiceRecord.fromJson(kv.value());
         default -> ContainerRecord.fromJson(kv.value());
       };
+      if (e.record instanceof ContainerRecord c && ClusterModel.misplaced(schema, k, c) != null) {
+        throw new IllegalArgumentException("it is not under its own node's key (it names node '" + c.node()
+            + "' and container '" + c.containerId() + "')");
+      }
       recordProblems.remove(k);
     } catch (RuntimeException ex) {
       e.record = null;
@@ -325,6 +361,17 @@ public final class LbDesired {
         problems.add("service " + serviceId + " has an invalid VIP " + e.getValue() + " on network " + e.getKey());
         continue;
       }
+      java.util.Optional<NetworkScopes.Scope> scope = scopes.scope(n.flannelId());
+      if (scope.isEmpty()) {
+        problems.add("service " + serviceId + "'s VIP " + vip + " on network " + e.getKey() + " is not programmed: "
+            + scopes.why(n.flannelId()));
+        continue;
+      }
+      if (!scope.get().vipAllowed(Ipv4.parse(vip))) {
+        problems.add("service " + serviceId + "'s VIP " + vip + " on network " + e.getKey() + " is not programmed: it is"
+            + " outside the network's cluster range " + scope.get().clusterRanges());
+        continue;
+      }
       String other = owner.get(vip);
       if (other != null) {
         if (other.compareTo(serviceId) < 0) {
@@ -344,6 +391,9 @@ public final class LbDesired {
         String ip = address(a.ip());
         if (ip == null) {
           problems.add("container " + c.containerId() + " has an invalid address " + a.ip());
+        } else if (!scope.get().backendAllowed(Ipv4.parse(ip))) {
+          problems.add("container " + c.containerId() + "'s address " + ip + " is outside subnet " + scope.get().subnet()
+              + " of network " + e.getKey() + "; it is no backend of VIP " + vip);
         } else {
           ips.add(ip);
         }

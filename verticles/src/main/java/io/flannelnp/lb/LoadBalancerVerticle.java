@@ -84,8 +84,9 @@ public final class LoadBalancerVerticle extends ReconcilerVerticle {
   /** The etcd revision the desired state was last brought to (snapshot pass or key changes). */
   private long known;
   private boolean retryPending;
-  private static final Set<Family> FAMILIES =
-      EnumSet.of(Family.DOCKER_SERVICES, Family.DOCKER_CONTAINERS, Family.DOCKER_NETWORKS);
+  /** What LbDesired reads: Docker's records, and the reservations and configs that scope their addresses. */
+  private static final Set<Family> FAMILIES = EnumSet.of(Family.DOCKER_SERVICES, Family.DOCKER_CONTAINERS,
+      Family.DOCKER_NETWORKS, Family.ADDRESS_SPACE, Family.NETWORK_CONFIG);
 
   /**
    * Reads services and containers and programs nothing (the daemon before it hands the plane its

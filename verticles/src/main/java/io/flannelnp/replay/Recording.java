@@ -6,6 +6,8 @@ import io.etcd.jetcd.common.exception.CompactedException;
 import io.etcd.jetcd.options.GetOption;
 import io.etcd.jetcd.options.WatchOption;
 import io.etcd.jetcd.watch.WatchResponse;
+import io.flannelnp.config.Config.EtcdTls;
+import io.flannelnp.etcd.EtcdClients;
 import io.flannelnp.etcd.KeyValue;
 import io.flannelnp.etcd.WatchEvent;
 import io.vertx.core.json.JsonArray;
@@ -19,6 +21,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.TreeMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.LinkedBlockingQueue;
@@ -37,16 +40,25 @@ public record Recording(String prefix, long fromRevision, long toRevision, List<
   public record Step(long revision, List<WatchEvent> events) {}
 
   /** Bad input or an etcd that cannot deliver the history asked for: the message says which. */
-  public static final class ReplayException extends Exception {
+  public static class ReplayException extends Exception {
     public ReplayException(String message) {
       super(message);
     }
   }
 
-  public static Recording fromEtcd(List<String> endpoints, String prefix, long from, long to, long timeoutMs)
-      throws ReplayException, InterruptedException {
+  /** A {@code --file} that is missing or is not a recording: a bad argument, not a failure of etcd. */
+  public static final class BadFileException extends ReplayException {
+    public BadFileException(String message) {
+      super(message);
+    }
+  }
+
+  /** With the daemon's TLS settings ({@link io.flannelnp.etcd.EtcdClients}): https:// is never plaintext. */
+  public static Recording fromEtcd(List<String> endpoints, Optional<EtcdTls> tls, String prefix, long from, long to,
+      long timeoutMs) throws ReplayException, InterruptedException {
     ByteSequence root = ByteSequence.from(prefix + "/", StandardCharsets.UTF_8);
-    try (Client client = Client.builder().endpoints(endpoints.toArray(String[]::new)).build()) {
+    try (Client client = EtcdClients.withTls(Client.builder().endpoints(endpoints.toArray(String[]::new)), tls)
+        .build()) {
       long head;
       List<KeyValue> base = new ArrayList<>();
       try {
@@ -166,9 +178,14 @@ public record Recording(String prefix, long fromRevision, long toRevision, List<
     out.flush();
   }
 
+  /**
+   * Reads a file {@code record} wrote. Anything else (not JSON, a field missing or of the wrong
+   * type, revisions out of order) is a {@link BadFileException} naming the line and what is wrong
+   * with it: the replay never starts from half a history.
+   */
   public static Recording read(Path file) throws ReplayException, IOException {
     if (!Files.isRegularFile(file)) {
-      throw new ReplayException("--file " + file + ": no such file");
+      throw new BadFileException("--file " + file + ": no such file");
     }
     try (BufferedReader r = Files.newBufferedReader(file, StandardCharsets.UTF_8)) {
       String first = r.readLine();
@@ -178,15 +195,28 @@ public record Recording(String prefix, long fromRevision, long toRevision, List<
       } catch (RuntimeException e) {
         head = null;
       }
-      if (head == null || !"base".equals(head.getString("type"))) {
-        throw new ReplayException("--file " + file + ": line 1 is not a recording's base line (write one with"
+      if (head == null || !"base".equals(head.getValue("type"))) {
+        throw new BadFileException("--file " + file + ": line 1 is not a recording's base line (write one with"
             + " `record --from-revision N --out FILE`)");
       }
+      String prefix;
+      long fromRevision;
+      long toRevision;
       List<KeyValue> base = new ArrayList<>();
-      head.getJsonArray("kvs").forEach(o -> base.add(kv((JsonObject) o)));
+      try {
+        prefix = string(head, "prefix");
+        fromRevision = number(head, "fromRevision");
+        toRevision = number(head, "toRevision");
+        for (Object o : array(head, "kvs")) {
+          base.add(kv(object(o, "an entry of kvs")));
+        }
+      } catch (RuntimeException e) {
+        throw new BadFileException("--file " + file + ": line 1 is not a recording's base line: " + e.getMessage());
+      }
       List<Step> steps = new ArrayList<>();
       String line;
       int n = 1;
+      long last = fromRevision - 1;
       while ((line = r.readLine()) != null) {
         n++;
         if (line.isBlank()) {
@@ -195,18 +225,26 @@ public record Recording(String prefix, long fromRevision, long toRevision, List<
         try {
           JsonObject o = new JsonObject(line);
           List<WatchEvent> evs = new ArrayList<>();
-          for (Object x : o.getJsonArray("events")) {
-            JsonObject e = (JsonObject) x;
-            KeyValue kv = kv(e.getJsonObject("kv"));
-            evs.add(new WatchEvent(WatchEvent.Type.valueOf(e.getString("type")), kv.key(), kv, null));
+          for (Object x : array(o, "events")) {
+            JsonObject e = object(x, "an event");
+            KeyValue kv = kv(object(e.getValue("kv"), "an event's kv"));
+            String type = string(e, "type");
+            if (!type.equals("PUT") && !type.equals("DELETE")) {
+              throw new IllegalArgumentException("event type '" + type + "' is neither PUT nor DELETE");
+            }
+            evs.add(new WatchEvent(WatchEvent.Type.valueOf(type), kv.key(), kv, null));
           }
-          steps.add(new Step(o.getLong("revision"), List.copyOf(evs)));
+          long rev = number(o, "revision");
+          if (rev <= last) {
+            throw new IllegalArgumentException("revision " + rev + " does not follow revision " + last);
+          }
+          last = rev;
+          steps.add(new Step(rev, List.copyOf(evs)));
         } catch (RuntimeException e) {
-          throw new ReplayException("--file " + file + ": line " + n + " is not a revision line: " + e.getMessage());
+          throw new BadFileException("--file " + file + ": line " + n + " is not a revision line: " + e.getMessage());
         }
       }
-      return new Recording(head.getString("prefix"), head.getLong("fromRevision"), head.getLong("toRevision"),
-          List.copyOf(base), List.copyOf(steps));
+      return new Recording(prefix, fromRevision, toRevision, List.copyOf(base), List.copyOf(steps));
     }
   }
 
@@ -216,7 +254,45 @@ public record Recording(String prefix, long fromRevision, long toRevision, List<
   }
 
   private static KeyValue kv(JsonObject o) {
-    return new KeyValue(o.getString("key"), o.getString("value", ""), o.getLong("createRevision", 0L),
-        o.getLong("modRevision", 0L), o.getLong("version", 0L), o.getLong("lease", 0L));
+    Object value = o.getValue("value", "");
+    if (!(value instanceof String v)) {
+      throw new IllegalArgumentException("\"value\" of key " + o.getValue("key") + " is not a string");
+    }
+    return new KeyValue(string(o, "key"), v, optionalNumber(o, "createRevision"), optionalNumber(o, "modRevision"),
+        optionalNumber(o, "version"), optionalNumber(o, "lease"));
+  }
+
+  // the file's fields, each checked for its type: a message names what is missing or wrong
+
+  private static String string(JsonObject o, String field) {
+    if (!(o.getValue(field) instanceof String s)) {
+      throw new IllegalArgumentException("\"" + field + "\" is missing or not a string");
+    }
+    return s;
+  }
+
+  private static long number(JsonObject o, String field) {
+    if (!(o.getValue(field) instanceof Number v) || v.longValue() < 0) {
+      throw new IllegalArgumentException("\"" + field + "\" is missing or not a revision number");
+    }
+    return v.longValue();
+  }
+
+  private static long optionalNumber(JsonObject o, String field) {
+    return o.getValue(field) == null ? 0L : number(o, field);
+  }
+
+  private static JsonArray array(JsonObject o, String field) {
+    if (!(o.getValue(field) instanceof JsonArray a)) {
+      throw new IllegalArgumentException("\"" + field + "\" is missing or not a list");
+    }
+    return a;
+  }
+
+  private static JsonObject object(Object x, String what) {
+    if (!(x instanceof JsonObject j)) {
+      throw new IllegalArgumentException(what + " is not an object");
+    }
+    return j;
   }
 }

@@ -100,11 +100,11 @@ public final class ReplayCommand {
         Map<String, String> probe = new LinkedHashMap<>(env);
         probe.putIfAbsent(Setting.AVAILABLE_SUBNETS.name(), "10.0.0.0/8");
         Config c = Config.fromEnv(probe, () -> "replay");
-        rec = Recording.fromEtcd(c.etcdEndpoints(), c.etcdPrefix(), from, to, 30_000);
+        rec = Recording.fromEtcd(c.etcdEndpoints(), c.etcdTls(), c.etcdPrefix(), from, to, 30_000);
       }
       if (cmd.equals("record")) {
         Path file = Path.of(opts.get("--out"));
-        try (Writer w = Files.newBufferedWriter(file, StandardCharsets.UTF_8)) {
+        try (Writer w = Files.newBufferedWriter(create0600(file), StandardCharsets.UTF_8)) {
           rec.write(w);
         }
         err.println("flannel-np record: revisions " + rec.fromRevision() + ".." + rec.toRevision() + " ("
@@ -119,7 +119,7 @@ public final class ReplayCommand {
       out.flush();
       err.println("flannel-np replay: " + n + " revisions replayed (" + String.join(",", planes) + ")");
       return 0;
-    } catch (ConfigException e) {
+    } catch (ConfigException | Recording.BadFileException e) {
       err.println("flannel-np " + cmd + ": " + e.getMessage());
       return 2;
     } catch (ReplayException e) {
@@ -132,6 +132,22 @@ public final class ReplayCommand {
       Thread.currentThread().interrupt();
       return 1;
     }
+  }
+
+  /**
+   * The recording holds every key and value under the prefix: the file is made readable by its
+   * owner only, whatever the umask, before anything is written to it (an existing file is
+   * truncated and its mode set the same way).
+   */
+  private static Path create0600(Path file) throws IOException {
+    java.util.Set<java.nio.file.attribute.PosixFilePermission> rw =
+        java.nio.file.attribute.PosixFilePermissions.fromString("rw-------");
+    if (Files.exists(file, java.nio.file.LinkOption.NOFOLLOW_LINKS)) {
+      Files.setPosixFilePermissions(file, rw);
+    } else {
+      Files.createFile(file, java.nio.file.attribute.PosixFilePermissions.asFileAttribute(rw));
+    }
+    return file;
   }
 
   private static Map<String, String> withSubnets(Map<String, String> env) {

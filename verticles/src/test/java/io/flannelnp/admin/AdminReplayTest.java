@@ -79,6 +79,7 @@ class AdminReplayTest {
   static int adminPort;
   static String lastSubnet;
   static WebSocket ws;
+  static io.flannelnp.testing.DockerSandbox sandbox;
   static String rootTablesBefore;
   static final List<JsonObject> batches = new CopyOnWriteArrayList<>();
   static final List<JsonObject> reports = new CopyOnWriteArrayList<>();
@@ -170,6 +171,9 @@ class AdminReplayTest {
         daemon.stop(10, TimeUnit.SECONDS);
       }
     } finally {
+      if (sandbox != null) {
+        sandbox.close();
+      }
       Netns.run("ip", "netns", "del", NS);
       Netns.run("ip", "netns", "del", CTR_NS);
       Lab.closeEtcd(etcdServer, vertx, etcd, PREFIX);
@@ -401,13 +405,14 @@ class AdminReplayTest {
     // resolver there (127.0.0.11) from the container record's SandboxKey
     Netns.run("ip", "netns", "add", CTR_NS).ok();
     Netns.run("ip", "-n", CTR_NS, "link", "set", "dev", "lo", "up").ok();
+    sandbox = io.flannelnp.testing.DockerSandbox.of(CTR_NS); // where Docker keeps a container's namespace
     double allocatedBefore = metric("fnp_ipam_allocations_total{kind=\"address\"}");
     String cidr = ok("/IpamDriver.RequestAddress", j("PoolID", localPool, "Address", "", "Options", j()))
         .getString("Address");
     String ip = cidr.substring(0, cidr.indexOf('/'));
     String id = ("m1" + RUN + "0".repeat(64)).substring(0, 64);
     step(SCHEMA.dockerContainer("fno1", id), new ContainerRecord(id, "svcm" + RUN + ".1", "m1", "fno1", "svcm" + RUN,
-        "mweb", "taskm1", "mweb.1", "running", "/var/run/netns/" + CTR_NS,
+        "mweb", "taskm1", "mweb.1", "running", sandbox.key,
         Map.of(netId, new ContainerRecord.Attachment(ip, "em1", List.of(), ""))).toJson());
     Poll.await("the resolver in " + CTR_NS + " answers mweb.1", Duration.ofSeconds(30),
         () -> dig("mweb.1").contains(ip), () -> " (dig: " + dig("mweb.1") + ")");

@@ -327,8 +327,14 @@ public final class LbBench {
       String net = "benchnet0000000000000000a";
       Map<String, KeyValue> kvs = new HashMap<>();
       long rev = 1;
+      // the network as IPAM writes it: VIPs (10.100.x.y) in its cluster range, tasks (10.120+) in node blocks
+      io.flannelnp.ipam.Cidr subnet = io.flannelnp.ipam.Cidr.parse("10.0.0.0/8");
+      kvs.put(schema.addressSpace(subnet), kv(schema.addressSpace(subnet), "benchfid", rev++));
+      kvs.put(schema.networkConfig("benchfid"), kv(schema.networkConfig("benchfid"),
+          io.flannelnp.ipam.FlannelJson.networkConfig(subnet, 24, io.flannelnp.ipam.Cidr.parse("10.110.0.0/24"),
+              io.flannelnp.ipam.Cidr.parse("10.255.255.0/24"), 6515), rev++));
       kvs.put(schema.dockerNetwork(net), kv(schema.dockerNetwork(net),
-          new DockerNetwork(net, "bench", "flannel-np", "benchfid", "10.100.0.0/16").toJson(), rev++));
+          new DockerNetwork(net, "bench", "flannel-np", "benchfid", "10.0.0.0/8").toJson(), rev++));
       for (int i = 0; i < n; i++) {
         String sid = String.format("svc%022d", i);
         String k = schema.dockerService(sid);
@@ -336,7 +342,7 @@ public final class LbBench {
             Map.of()).toJson(), rev++));
         for (int j = 0; j < BACKENDS; j++) {
           String cid = String.format("c%07d%d", i, j) + "0".repeat(56);
-          String ck = schema.dockerContainer("n" + (j % 3), cid);
+          String ck = schema.dockerContainer("n0", cid); // container() writes node n0
           kvs.put(ck, kv(ck, container(cid, sid, task(i, j), "running").toJson(), rev++));
         }
       }

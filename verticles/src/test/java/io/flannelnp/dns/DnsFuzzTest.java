@@ -62,7 +62,8 @@ class DnsFuzzTest {
     Codecs.registerAll(vertx.eventBus());
     EtcdSchema schema = new EtcdSchema("/fuzz");
     vertx.eventBus().consumer(Addresses.STATE_SNAPSHOT, m -> m.reply(state(schema)));
-    DnsListener.Options o = DnsListener.Options.DEFAULTS.withUpstreamTimeout(Duration.ofMillis(800));
+    // the parser is fuzzed here, not the per-container budget (DNS_QUERY_RATE)
+    DnsListener.Options o = TestSandboxes.options().withUpstreamTimeout(Duration.ofMillis(800)).withQueryRate(0);
     DnsVerticle dns = new DnsVerticle(NODE, true, 600, schema, o);
     Namespaces.Switcher switcher = new Namespaces.Switcher("fuzz-netns");
     List<DatagramChannel> senders = new ArrayList<>();

@@ -371,7 +371,7 @@ class DnsNamespaceTest extends EtcdBusTestBase {
     };
     Logger.getLogger(DnsVerticle.class.getName()).addHandler(log);
     try {
-      deployDns(DnsListener.Options.DEFAULTS.withUpstreamTimeout(UPSTREAM_TIMEOUT).withResync(RESYNC));
+      deployDns(TestSandboxes.options().withUpstreamTimeout(UPSTREAM_TIMEOUT).withResync(RESYNC));
       await(() -> dns.served() == 1, "injection from the records");
       awaitNames();
       assertThat(dig(c, "my-name").answers()).containsExactlyInAnyOrder("10.2.0.5", "10.2.0.2");
@@ -448,7 +448,7 @@ class DnsNamespaceTest extends EtcdBusTestBase {
       ns.ip(n, "link", "set", "dev", "lo", "up").ok();
     }
     List<ReconcileReport> periodic = periodicReports();
-    deployDns(DnsListener.Options.DEFAULTS.withUpstreamTimeout(UPSTREAM_TIMEOUT).withResync(RESYNC));
+    deployDns(TestSandboxes.options().withUpstreamTimeout(UPSTREAM_TIMEOUT).withResync(RESYNC));
     await(() -> dns.served() == 100, "injection into 100 sandboxes", Duration.ofSeconds(60));
     assertThat(TableReader.available()).as("libnftables: " + TableReader.loadError()).isTrue();
     int nfts = batches.size();
@@ -546,7 +546,7 @@ class DnsNamespaceTest extends EtcdBusTestBase {
   }
 
   void deployDns() throws Exception {
-    deployDns(DnsListener.Options.DEFAULTS.withUpstreamTimeout(UPSTREAM_TIMEOUT).withNetnsWait(Duration.ofSeconds(3)));
+    deployDns(TestSandboxes.options().withUpstreamTimeout(UPSTREAM_TIMEOUT).withNetnsWait(Duration.ofSeconds(3)));
   }
 
   void deployDns(DnsListener.Options o) throws Exception {

@@ -59,7 +59,7 @@ class HookHandshakeTest extends EtcdBusTestBase {
     dir = Files.createTempDirectory("fnh-hs");
     socket = dir.resolve("hook.sock");
     startBus(stem);
-    DnsListener.Options o = DnsListener.Options.DEFAULTS.withUpstreamTimeout(Duration.ofMillis(1500))
+    DnsListener.Options o = TestSandboxes.options().withUpstreamTimeout(Duration.ofMillis(1500))
         .withNetnsPoll(Duration.ofSeconds(5));
     dns = new DnsVerticle(NODE, true, 600, schema, o, socket.toString());
     deployment = vertx.deployVerticle(dns).await(20, TimeUnit.SECONDS);
@@ -142,6 +142,55 @@ class HookHandshakeTest extends EtcdBusTestBase {
     assertThat(r.err()).isEmpty();
     assertThat(r.millis()).isLessThan(1000);
     assertThat(dns.served()).isZero();
+  }
+
+  /**
+   * The hook gives up after its own deadline and closes its connection: from then on nobody reads
+   * the answer, so the plane stops looking at the sandbox for it (it went on for 10 s).
+   */
+  @Test
+  void aHookThatGaveUpIsNoLongerWaitedFor() throws Exception {
+    String c = stem + "-g";
+    String key = "/var/run/netns/" + c;
+    Netns.run("ip", "netns", "add", c).ok(); // its loopback stays down: the resolver cannot open its sockets
+    put(schema.dockerNetwork(NET), new DockerNetwork(NET, "hooknet", "flannel-np:latest", "fl-hook", "10.7.0.0/24")
+        .toJson());
+    put(schema.endpoint(NODE, EP), new JsonObject().put("NetworkID", NET).put("FlannelID", "fl-hook")
+        .put("EndpointID", EP).put("Address", "10.7.0.100").put("Node", NODE).put("SandboxKey", key).encode());
+    java.util.List<String> said = new java.util.concurrent.CopyOnWriteArrayList<>();
+    java.util.logging.Handler h = new java.util.logging.Handler() {
+      @Override
+      public void publish(java.util.logging.LogRecord r) {
+        said.add(r.getMessage());
+      }
+
+      @Override
+      public void flush() {
+      }
+
+      @Override
+      public void close() {
+      }
+    };
+    java.util.logging.Logger log = java.util.logging.Logger.getLogger(DnsVerticle.class.getName());
+    log.addHandler(h);
+    try {
+      Path ns = Path.of("/run/netns/" + c);
+      long dev = (Long) Files.getAttribute(ns, "unix:dev");
+      long ino = (Long) Files.getAttribute(ns, "unix:ino");
+      try (SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+        ch.connect(UnixDomainSocketAddress.of(socket));
+        ch.write(ByteBuffer.wrap(("{\"id\":\"" + CID + "\",\"netns\":{\"dev\":" + dev + ",\"ino\":" + ino + "}}\n")
+            .getBytes(StandardCharsets.UTF_8)));
+        Thread.sleep(300); // what the hook does after its deadline: close
+      }
+      io.flannelnp.testing.Poll.await("the plane noticed the hook left", Duration.ofSeconds(5),
+          () -> said.stream().anyMatch(m -> m.contains("OCI hook of container " + CID.substring(0, 12))));
+      String line = said.stream().filter(m -> m.contains("OCI hook of container")).findFirst().orElseThrow();
+      assertThat(line).as("ended because the hook closed, before the injection gave up").contains(": gone after");
+    } finally {
+      log.removeHandler(h);
+    }
   }
 
   @Test

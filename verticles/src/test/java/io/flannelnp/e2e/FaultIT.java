@@ -83,7 +83,7 @@ class FaultIT {
   @BeforeAll
   void up() throws IOException {
     assertThat(new com.sun.security.auth.module.UnixSystem().getUid()).as("needs root (netns, dockerd)").isZero();
-    SwarmE2EIT.buildPluginIfStale(lab, root, pluginDir);
+    SwarmE2ESuite.buildPluginIfStale(lab, root, pluginDir);
     up = true;
     long t0 = System.nanoTime();
     lab.up(N, docker, 3, false).out();

@@ -24,7 +24,7 @@ import org.junit.jupiter.api.TestMethodOrder;
 class SwarmLabEtcdIT {
   final String prefix = System.getProperty("flannelnp.e2e.etcdPrefix", "fnk");
   final String net = System.getProperty("flannelnp.e2e.etcdNet", "198.18.9");
-  final SwarmLab lab = new SwarmLab(SwarmE2EIT.root(), prefix, net, "");
+  final SwarmLab lab = new SwarmLab(SwarmE2ESuite.root(), prefix, net, "");
   boolean up;
 
   @BeforeAll
@@ -63,7 +63,7 @@ class SwarmLabEtcdIT {
     int leader = lab.etcdLeader();
     lab.etcdStop(leader);
     try {
-      SwarmE2EIT.await(Duration.ofSeconds(20), "a new leader among the two others", () -> {
+      SwarmE2ESuite.await(Duration.ofSeconds(20), "a new leader among the two others", () -> {
         int now = lab.etcdLeader();
         return now != leader;
       });
@@ -72,7 +72,7 @@ class SwarmLabEtcdIT {
     } finally {
       lab.etcdCont(leader);
     }
-    SwarmE2EIT.await(Duration.ofSeconds(20), "the thawed member serving the new value",
+    SwarmE2ESuite.await(Duration.ofSeconds(20), "the thawed member serving the new value",
         () -> lab.etcdctlAt(leader, "get", "--print-value-only", "--consistency=s", "/fnk/frozen")
             .out().strip().equals("v1"));
   }
@@ -87,7 +87,7 @@ class SwarmLabEtcdIT {
     lab.etcdctl("put", "/fnk/while-down", "w").out(); // two of three: still a quorum
     lab.etcdStart(member);
     List<String> both = List.of("b", "w");
-    SwarmE2EIT.await(Duration.ofSeconds(20), "member " + member + " with the key written before and while it was down", () -> List.of(
+    SwarmE2ESuite.await(Duration.ofSeconds(20), "member " + member + " with the key written before and while it was down", () -> List.of(
         lab.etcdctlAt(member, "get", "--print-value-only", "--consistency=s", "/fnk/before").out().strip(),
         lab.etcdctlAt(member, "get", "--print-value-only", "--consistency=s", "/fnk/while-down").out().strip())
         .equals(both));
@@ -103,6 +103,6 @@ class SwarmLabEtcdIT {
     } finally {
       lab.etcdContAll();
     }
-    SwarmE2EIT.await(Duration.ofSeconds(20), "the cluster serving again", () -> get("/fnk/before").equals("b"));
+    SwarmE2ESuite.await(Duration.ofSeconds(20), "the cluster serving again", () -> get("/fnk/before").equals("b"));
   }
 }

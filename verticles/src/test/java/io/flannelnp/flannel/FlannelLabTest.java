@@ -11,6 +11,7 @@ import io.flannelnp.ipam.Cidr;
 import io.flannelnp.ipam.FlannelJson;
 import io.flannelnp.ipam.Ipv4;
 import io.flannelnp.log.Logging;
+import io.flannelnp.testing.DockerSandbox;
 import io.flannelnp.testing.EtcdServer;
 import io.flannelnp.testing.InNetns;
 import io.flannelnp.testing.Lab;
@@ -96,6 +97,7 @@ class FlannelLabTest {
     Host(int i, long leaseTtl) {
       super(lab, i, etcdServer, PREFIX, dir);
       env.put("ADMIN_LISTEN", "127.0.0.1:" + adminPort);
+      env.put("ADMIN_INSECURE_LOOPBACK", "true"); // the test reads /health without a token
       env.put("SUBNET_LEASE_TTL", Long.toString(leaseTtl));
     }
 
@@ -262,7 +264,17 @@ class FlannelLabTest {
     String ep = created.ep();
     String cidr = created.cidr();
     assertThat(lab.ns.exec(c, "nft", "list", "table", "ip", "flannel-np-dns").exit()).isNotZero();
-    h.ok("/NetworkDriver.Join", j("NetworkID", netA.netId(), "EndpointID", ep, "SandboxKey", "/run/netns/" + c,
+    try (DockerSandbox sandbox = DockerSandbox.of(c)) {
+      joinAndLeave(h, c, ep, sandbox.key);
+    }
+    h.ok("/NetworkDriver.DeleteEndpoint", j("NetworkID", netA.netId(), "EndpointID", ep));
+    h.ok("/IpamDriver.ReleaseAddress", j("PoolID", LOCAL + "/" + netA.fid(), "Address",
+        cidr.substring(0, cidr.indexOf('/'))));
+  }
+
+  /** Join into the namespace at {@code sandboxKey}: our table is there when Join returns, gone after Leave. */
+  void joinAndLeave(Host h, String c, String ep, String sandboxKey) throws Exception {
+    h.ok("/NetworkDriver.Join", j("NetworkID", netA.netId(), "EndpointID", ep, "SandboxKey", sandboxKey,
         "Options", j()));
     Netns.Result table = lab.ns.exec(c, "nft", "list", "table", "ip", "flannel-np-dns");
     assertThat(table.exit()).as("our 127.0.0.11 table in the container's namespace when Join returns: " + table.err())
@@ -271,9 +283,6 @@ class FlannelLabTest {
     h.ok("/NetworkDriver.Leave", j("NetworkID", netA.netId(), "EndpointID", ep));
     await("resolver table removed after Leave", Duration.ofSeconds(10),
         () -> lab.ns.exec(c, "nft", "list", "table", "ip", "flannel-np-dns").exit() != 0);
-    h.ok("/NetworkDriver.DeleteEndpoint", j("NetworkID", netA.netId(), "EndpointID", ep));
-    h.ok("/IpamDriver.ReleaseAddress", j("PoolID", LOCAL + "/" + netA.fid(), "Address",
-        cidr.substring(0, cidr.indexOf('/'))));
   }
 
   @Test

@@ -247,7 +247,12 @@ class LoadBalancerVerticleTest {
     etcd.put(key, value).await(5, TimeUnit.SECONDS);
   }
 
+  /** The network as IPAM and the Docker side write it: subnet reservation, Flannel config, Docker's record. */
   static void network() throws Exception {
+    io.flannelnp.ipam.Cidr subnet = io.flannelnp.ipam.Cidr.parse("10.50.0.0/20");
+    put(SCHEMA.addressSpace(subnet), FID);
+    put(SCHEMA.networkConfig(FID), io.flannelnp.ipam.FlannelJson.networkConfig(subnet, 25,
+        io.flannelnp.ipam.Cidr.parse("10.50.0.128/25"), io.flannelnp.ipam.Cidr.parse("10.50.15.128/25"), 6515));
     put(SCHEMA.dockerNetwork(NET), new DockerNetwork(NET, "lbnet", "flannel-np", FID, "10.50.0.0/20").toJson());
   }
 

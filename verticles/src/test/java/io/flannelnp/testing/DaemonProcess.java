@@ -32,14 +32,36 @@ public final class DaemonProcess implements AutoCloseable {
   }
 
   public static DaemonProcess start(Path workDir, Map<String, String> env) throws IOException {
+    return start(workDir, env, Launch.PLAIN);
+  }
+
+  /**
+   * How the process is started: inside network namespace {@code netns} ({@code ip netns exec}, so
+   * its kernel work stays there; null: this one), under {@code umask} (null: inherited), with
+   * extra JVM arguments.
+   */
+  public record Launch(String netns, String umask, List<String> jvmArgs) {
+    public static final Launch PLAIN = new Launch(null, null, List.of());
+  }
+
+  public static DaemonProcess start(Path workDir, Map<String, String> env, Launch launch) throws IOException {
     Path out = Files.createTempFile(workDir, "daemon", ".out");
     Path err = Files.createTempFile(workDir, "daemon", ".err");
+    java.util.List<String> cmd = new java.util.ArrayList<>();
+    if (launch.netns() != null) {
+      cmd.addAll(List.of("ip", "netns", "exec", launch.netns()));
+    }
+    if (launch.umask() != null) {
+      // the umask is the only thing the shell does; the arguments reach java unchanged
+      cmd.addAll(List.of("sh", "-c", "umask " + launch.umask() + " && exec \"$@\"", "sh"));
+    }
     // Vert.x's file cache goes under workDir, which the test removes: a daemon a test kills hard
     // cannot delete it, and it would stay in /tmp
-    ProcessBuilder pb = new ProcessBuilder("java", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
-        "-Dvertx.cacheDirBase=" + workDir.toAbsolutePath().resolve("vertx-cache"), "-jar",
-        jar().toAbsolutePath().toString())
-        .redirectOutput(out.toFile()).redirectError(err.toFile());
+    cmd.addAll(List.of("java", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
+        "-Dvertx.cacheDirBase=" + workDir.toAbsolutePath().resolve("vertx-cache")));
+    cmd.addAll(launch.jvmArgs());
+    cmd.addAll(List.of("-jar", jar().toAbsolutePath().toString()));
+    ProcessBuilder pb = new ProcessBuilder(cmd).redirectOutput(out.toFile()).redirectError(err.toFile());
     // Only what the test says: a plugin gets exactly the env of its config.json.
     Map<String, String> e = pb.environment();
     e.keySet().removeIf(k -> !k.equals("PATH") && !k.equals("HOME") && !k.startsWith("JAVA"));
