@@ -72,7 +72,7 @@ public final class Daemon {
       // before the publishers, so /health misses no status change
       chain = chain.compose(v -> deploy("AdminVerticle",
           new AdminVerticle(config.adminListen().get(), config.adminToken(), config.adminOrigins(),
-              List.of("flannel", "lb", "dns", "docker"), etcd::lastRevision)));
+              List.of("flannel", "lb", "dns", "docker"), etcd::lastRevision, schema)));
     }
     chain = chain
         .compose(v -> deploy("EtcdWatchVerticle", new EtcdWatchVerticle(etcd, schema,

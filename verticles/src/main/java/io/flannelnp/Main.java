@@ -21,10 +21,13 @@ public final class Main {
     if (args.length > 0 && (args[0].equals("replay") || args[0].equals("record"))) {
       System.exit(io.flannelnp.replay.ReplayCommand.run(args, System.getenv(), System.out, System.err));
     }
+    if (args.length > 0 && args[0].equals("status")) {
+      System.exit(io.flannelnp.status.StatusCommand.run(args, System.getenv(), System.out, System.err));
+    }
     if (args.length > 0 && !args[0].equals("daemon")) {
       System.err.println("flannel-np: unknown command '" + args[0] + "'; usage: java -jar flannel-np.jar"
           + " [daemon | replay --from-revision N [--to-revision M] [--node ID] [--plane flannel|lb|dns|ipam] [--file F]"
-          + " | record --from-revision N --out FILE]");
+          + " | record --from-revision N --out FILE | status [--json]]");
       System.exit(2);
     }
     Config config;

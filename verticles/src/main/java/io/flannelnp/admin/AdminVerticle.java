@@ -68,6 +68,11 @@ public final class AdminVerticle extends VerticleBase {
       Addresses.KERNEL_BATCH, "console.kernel.batch",
       Addresses.PROBLEMS, "console.problems");
 
+  /** The cluster page's address: the cluster as `flannel-np status` shows it, from the watched etcd state. */
+  public static final String CLUSTER = "console.cluster";
+  /** How often the cluster page gets the view (when etcd changed, and every third time regardless). */
+  static final long CLUSTER_PERIOD_MS = 1000;
+
   private static final String COOKIE = "fnp-admin-token";
   /** Consoles open at once; one more is closed at once (each costs a copy of every message). */
   static final int MAX_SESSIONS = 16;
@@ -93,6 +98,10 @@ public final class AdminVerticle extends VerticleBase {
   private final Map<String, ReconcileReport> last = new TreeMap<>();
   private final Map<String, Long> lastOkAt = new TreeMap<>();
   /** What each source last reported wrong (see {@link io.flannelnp.bus.Observed.Problems}). */
+  private final io.flannelnp.etcd.EtcdSchema schema;
+  private long clusterRevision = -1;
+  private io.flannelnp.status.ClusterStatus clusterView;
+  private long clusterQuiet;
   private final Map<String, List<String>> problems = new java.util.concurrent.ConcurrentSkipListMap<>();
   private final AtomicLong watchRevision = new AtomicLong();
   private boolean listedOnce;
@@ -104,6 +113,13 @@ public final class AdminVerticle extends VerticleBase {
    */
   public AdminVerticle(HostPort listen, String token, List<String> origins, List<String> planes,
       LongSupplier etcdHead) {
+    this(listen, token, origins, planes, etcdHead, null);
+  }
+
+  /** {@code schema}: where the cluster's records are, for /health's one-line view of the cluster (null: none). */
+  public AdminVerticle(HostPort listen, String token, List<String> origins, List<String> planes,
+      LongSupplier etcdHead, io.flannelnp.etcd.EtcdSchema schema) {
+    this.schema = schema;
     this.listen = listen;
     this.token = token;
     this.origins = List.copyOf(origins);
@@ -159,10 +175,14 @@ public final class AdminVerticle extends VerticleBase {
       }
     }));
 
+    if (schema != null) {
+      vertx.setPeriodic(CLUSTER_PERIOD_MS, id -> publishCluster());
+    }
+
     Router router = Router.router(vertx);
     router.route().handler(this::guard);
     router.route().handler(this::authorize);
-    router.get("/health").handler(rc -> json(rc, 200, health()));
+    router.get("/health").handler(rc -> withCluster(health()).onComplete(h -> json(rc, 200, h.result())));
     router.get("/health/ready").handler(rc -> {
       JsonObject h = health();
       json(rc, h.getBoolean("ready") ? 200 : 503, h);
@@ -171,6 +191,7 @@ public final class AdminVerticle extends VerticleBase {
     // outbound only, exactly these addresses; nothing inbound (the bridge denies what is not listed)
     SockJSBridgeOptions bridge = new SockJSBridgeOptions();
     CONSOLE.values().forEach(a -> bridge.addOutboundPermitted(new PermittedOptions().setAddress(a)));
+    bridge.addOutboundPermitted(new PermittedOptions().setAddress(CLUSTER));
     SockJSHandlerOptions sockjs = new SockJSHandlerOptions();
     for (Transport t : Transport.values()) {
       if (t != Transport.WEBSOCKET) {
@@ -453,6 +474,49 @@ public final class AdminVerticle extends VerticleBase {
         .put("planes", p)
         .put("problemCount", problems.values().stream().mapToInt(List::size).sum())
         .put("problems", problemsJson());
+  }
+
+  /**
+   * Adds {@code cluster}: this node's view of the cluster in one line (nodes, networks, services,
+   * problems: what `flannel-np status` counts), from the etcd state it watches; computed once per
+   * revision.
+   */
+  private Future<JsonObject> withCluster(JsonObject h) {
+    if (schema == null) {
+      return Future.succeededFuture(h);
+    }
+    return cluster().map(c -> h.put("cluster", c == null ? "not known yet: etcd not listed" : c.summary()))
+        .otherwise(e -> h.put("cluster", "not known: " + e.getMessage()));
+  }
+
+  /** The cluster view at the watched revision (null before the first listing), computed once per revision. */
+  private Future<io.flannelnp.status.ClusterStatus> cluster() {
+    return vertx.eventBus().<io.flannelnp.etcd.EtcdMessage.ClusterState>request(Addresses.STATE_SNAPSHOT,
+        new io.flannelnp.etcd.EtcdMessage.SnapshotRequest(), new io.vertx.core.eventbus.DeliveryOptions().setSendTimeout(2000))
+        .map(m -> {
+          io.flannelnp.etcd.EtcdMessage.ClusterState st = m.body();
+          if (!st.synced()) {
+            return null;
+          }
+          if (st.revision() != clusterRevision) {
+            clusterView = io.flannelnp.status.ClusterStatus.of(schema, st.kvs().values(), Map.of());
+            clusterRevision = st.revision();
+          }
+          return clusterView;
+        });
+  }
+
+  /** Sends the cluster page its view: when etcd changed, else every third period (a page that just opened). */
+  private void publishCluster() {
+    if (!listened(CLUSTER)) {
+      return;
+    }
+    long before = clusterRevision;
+    cluster().onSuccess(c -> {
+      if (c != null && (clusterRevision != before || ++clusterQuiet % 3 == 0)) {
+        vertx.eventBus().publish(CLUSTER, c.json().put("revision", clusterRevision));
+      }
+    });
   }
 
   private JsonObject problemsJson() {

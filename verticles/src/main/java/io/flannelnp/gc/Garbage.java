@@ -402,7 +402,7 @@ public record Garbage(List<Reclaim> reclaims, List<Restore> restores, List<Remov
   }
 
   /** A key or message from etcd as one printable line (a key may hold any bytes). */
-  static String printable(String s) {
+  public static String printable(String s) {
     StringBuilder b = new StringBuilder(Math.min(s.length(), 200));
     for (int i = 0; i < s.length() && b.length() < 200; i++) {
       char c = s.charAt(i);

@@ -516,6 +516,11 @@ class FaultIT {
     mgr = leader();
     double converged = secondsUntil(t0, Duration.ofSeconds(120), "web at 6 running tasks", () -> running("web") == 6);
     report.add(String.format("  web scaled 3 → 6 across the leader change in %.1f s", converged));
+    await(Duration.ofSeconds(10), "`flannel-np status` on node 1 shows web's 6 tasks", () -> {
+      JsonObject st = new JsonObject(status(1, "--json").stdout());
+      return st.getJsonArray("services").stream().map(JsonObject.class::cast).filter(v -> v.getString("name").equals("web"))
+          .anyMatch(v -> v.getJsonObject("running").stream().mapToInt(e -> ((Number) e.getValue()).intValue()).sum() == 6);
+    });
     lab.dk(mgr, "service", "update", "-d", "--replicas", "3", "--replicas-max-per-node", "1", "web").out();
     await(Duration.ofSeconds(90), "web back at 3, one per node", () -> running("web") == 3
         && nodes.stream().allMatch(i -> runningOn(i, "web")));
@@ -525,6 +530,14 @@ class FaultIT {
     // requests to a task that is being scaled away may fail while it stops; every other must not
     w.forEach((node, win) -> assertThat(win.dnsFail()).as("DNS failures on node " + node).isZero());
     consistent("the leader change");
+  }
+
+  /** scripts/flannel-np-status.sh on node I: `flannel-np status` inside its managed plugin. */
+  Result status(int node, String... args) {
+    List<String> cmd = new ArrayList<>(List.of(root.resolve("scripts/flannel-np-status.sh").toString(), "--pid",
+        Integer.toString(pluginPid(node))));
+    cmd.addAll(List.of(args));
+    return lab.run(Duration.ofSeconds(60), cmd);
   }
 
   /** The node whose Swarm role is Leader. */
@@ -628,6 +641,11 @@ class FaultIT {
         return p.contains("config rejected") && p.contains("vnis/abc") && p.contains("not-a-subnet")
             && p.contains("allocations/10.210.15.200") && p.contains("network rogue") && p.contains("network wide");
       }));
+      assertThat(health(1).getString("cluster", "")).as("/health's one-line view of the cluster")
+          .matches("3 nodes, 1 networks, 2 services, [1-9][0-9]* problems");
+      Result st = status(2);
+      assertThat(st.exit()).as("`flannel-np status` with malformed records\n" + st.stdout() + st.stderr()).isEqualTo(1);
+      assertThat(st.stdout()).contains("vnis/abc", "not-a-subnet", "network rogue: config rejected", "Networks (1)");
       sleep(15_000); // full passes on every node
       for (int i : nodes) {
         assertThat(kernelOf(i)).as("node " + i + "'s bridges, veths, devices, routes and tables with bad values in etcd")
@@ -689,6 +707,15 @@ class FaultIT {
         return false;
       }
     });
+    double stale = secondsUntil(t0, Duration.ofSeconds(RECORDS_TTL + 10), "`flannel-np status` naming " + name + " stale",
+        () -> {
+          // its record about to expire, or gone while its Flannel lease (a longer TTL) is still there
+          String out = status(1).stdout();
+          return out.contains("node " + name + ": its record expires")
+              || out.contains("no node record names its PublicIP 198.18.9." + (10 + gone) + " ");
+        });
+    report.add(String.format("  `flannel-np status` named node %d stale after %.1f s (NODE_RECORDS_TTL %d s)", gone, stale,
+        RECORDS_TTL));
     double left = secondsUntil(t0, Duration.ofSeconds(RECORDS_TTL + 30), "its tasks out of every other node's DNS and VIP",
         () -> nodes.stream().allMatch(i -> {
           Set<String> backends = lab.vipBackends(i).getOrDefault(vip, Set.of());
@@ -704,6 +731,9 @@ class FaultIT {
                 || e.getValue().contains("\"Node\":\"" + name + "\"")));
     report.add(String.format("  its block and addresses reclaimed after %.1f s (SUBNET_LEASE_TTL %d s, GC_GRACE %d s)",
         reclaimed, LEASE_TTL, GC_GRACE));
+    Result after = status(1);
+    assertThat(after.stdout()).as("`flannel-np status` once the gone node is collected").contains("Nodes (2)")
+        .doesNotContain(name + " ");
     // a new node joins: it takes the first free block, the gone node's, and its tasks work
     int added = Integer.parseInt(lab.lab(Duration.ofMinutes(5), "node-add", "--docker", "host").out().strip());
     nodes.add(added);
