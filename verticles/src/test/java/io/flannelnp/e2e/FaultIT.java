@@ -75,6 +75,12 @@ class FaultIT {
   String fid;
   String vip;
   int mgr = 1;
+  /** The console's cluster page in headless Chromium, on node 1 (verticles/src/test/console/cluster-test.mjs). */
+  Process browser;
+  java.io.BufferedReader fromBrowser;
+  java.io.PrintStream toBrowser;
+  Path browserDir;
+  java.util.Set<String> chromiumTmpBefore;
   /** Nodes that are part of the lab now (a node gone for good leaves, a new one joins). */
   final List<Integer> nodes = new ArrayList<>(List.of(1, 2, 3));
 
@@ -104,6 +110,7 @@ class FaultIT {
     for (int i : nodes) {
       startClient(i);
     }
+    openClusterPage();
     await(Duration.ofSeconds(30), "every client's requests and lookups succeed", () -> {
       Instant since = Instant.now().minusSeconds(3);
       return nodes.stream().allMatch(i -> {
@@ -111,6 +118,52 @@ class FaultIT {
         return w.httpOk() > 3 && w.httpFail() == 0 && w.dnsOk() > 3 && w.dnsFail() == 0;
       });
     });
+  }
+
+  /** The cluster page of node 1's admin server in headless Chromium, inside node 1's network namespace. */
+  void openClusterPage() throws IOException {
+    Path console = root.resolve("verticles/src/test/console");
+    assertThat(console.resolve("node_modules/playwright-core")).as("run `npm ci` in " + console + " (.ci/run does)")
+        .isDirectory();
+    browserDir = Files.createTempDirectory("fnf-chromium");
+    chromiumTmpBefore = io.flannelnp.testing.Lab.tmpEntries("org.chromium.");
+    ProcessBuilder pb = new ProcessBuilder("ip", "netns", "exec", "fnf1", "node", console.resolve("cluster-test.mjs").toString(),
+        "http://127.0.0.1:9090/console/cluster.html", browserDir.resolve("profile").toString())
+        .redirectError(ProcessBuilder.Redirect.INHERIT);
+    pb.environment().put("TMPDIR", Files.createDirectory(browserDir.resolve("tmp")).toString());
+    browser = pb.start();
+    fromBrowser = new java.io.BufferedReader(new java.io.InputStreamReader(browser.getInputStream(),
+        java.nio.charset.StandardCharsets.UTF_8));
+    toBrowser = new java.io.PrintStream(browser.getOutputStream(), true, java.nio.charset.StandardCharsets.UTF_8);
+    assertThat(fromBrowser.readLine()).as("the cluster page showing a view").isEqualTo("READY");
+  }
+
+  /** Waits until the cluster page's view (v) makes js true; the page draws what the admin server publishes. */
+  void onClusterPage(String what, Duration max, String js) {
+    toBrowser.println("WAIT " + max.toMillis() + " " + what + " " + js);
+    String answer;
+    try {
+      answer = fromBrowser.readLine();
+    } catch (IOException e) {
+      throw new java.io.UncheckedIOException(e);
+    }
+    assertThat(answer).as("the cluster page: " + what).isEqualTo("OK " + what);
+  }
+
+  void closeClusterPage() throws Exception {
+    if (browser == null) {
+      return;
+    }
+    toBrowser.println("DONE");
+    if (!browser.waitFor(20, java.util.concurrent.TimeUnit.SECONDS)) {
+      browser.destroyForcibly().waitFor(5, java.util.concurrent.TimeUnit.SECONDS);
+    }
+    browser = null;
+    try (var walk = Files.walk(browserDir)) {
+      walk.sorted(java.util.Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
+    }
+    assertThat(io.flannelnp.testing.Lab.tmpEntries("org.chromium.")).as("the browser left nothing in /tmp")
+        .isEqualTo(chromiumTmpBefore);
   }
 
   /** `install-plugin` with the fault suite's settings on every node (or, given, only these). */
@@ -145,10 +198,11 @@ class FaultIT {
   }
 
   @AfterAll
-  void down() throws IOException {
+  void down() throws Exception {
     if (!up) {
       return;
     }
+    closeClusterPage();
     Files.createDirectories(logs);
     for (int i = 1; i <= 6; i++) {
       if (Files.exists(lab.dockerdLog(i))) {
@@ -516,6 +570,8 @@ class FaultIT {
     mgr = leader();
     double converged = secondsUntil(t0, Duration.ofSeconds(120), "web at 6 running tasks", () -> running("web") == 6);
     report.add(String.format("  web scaled 3 → 6 across the leader change in %.1f s", converged));
+    onClusterPage("six-tasks", Duration.ofSeconds(15), "v.services.some(s => s.name === 'web' && "
+        + "Object.values(s.running).reduce((a, b) => a + b, 0) === 6)");
     await(Duration.ofSeconds(10), "`flannel-np status` on node 1 shows web's 6 tasks", () -> {
       JsonObject st = new JsonObject(status(1, "--json").stdout());
       return st.getJsonArray("services").stream().map(JsonObject.class::cast).filter(v -> v.getString("name").equals("web"))
@@ -643,6 +699,8 @@ class FaultIT {
       }));
       assertThat(health(1).getString("cluster", "")).as("/health's one-line view of the cluster")
           .matches("3 nodes, 1 networks, 2 services, [1-9][0-9]* problems");
+      onClusterPage("malformed", Duration.ofSeconds(15), "v.problems.some(p => p.includes('vnis/abc')) && "
+          + "document.getElementById('problems-box').className === 'bad'");
       Result st = status(2);
       assertThat(st.exit()).as("`flannel-np status` with malformed records\n" + st.stdout() + st.stderr()).isEqualTo(1);
       assertThat(st.stdout()).contains("vnis/abc", "not-a-subnet", "network rogue: config rejected", "Networks (1)");
@@ -707,6 +765,8 @@ class FaultIT {
         return false;
       }
     });
+    onClusterPage("stale", Duration.ofSeconds(RECORDS_TTL + 10), "v.problems.some(p => p.includes("
+        + "'no node record names its PublicIP 198.18.9." + (10 + gone) + " ')) && !v.nodes.some(n => n.name === '" + name + "')");
     double stale = secondsUntil(t0, Duration.ofSeconds(RECORDS_TTL + 10), "`flannel-np status` naming " + name + " stale",
         () -> {
           // its record about to expire, or gone while its Flannel lease (a longer TTL) is still there
