@@ -36,7 +36,7 @@
       h.textContent = `${net.name || '(not in Docker)'} ${net.subnet} VNI ${net.vni} — ${net.nodeAddresses} addresses on nodes, `
         + `${net.clusterAddresses} cluster-wide${net.freed ? ' (being removed)' : ''}`;
       div.appendChild(h);
-      const w = 150, svg = document.createElementNS(SVG, 'svg');
+      const w = 190, svg = document.createElementNS(SVG, 'svg');
       svg.setAttribute('width', Math.max(1, net.blocks.length) * (w + 8)); svg.setAttribute('height', 44);
       net.blocks.forEach((b, i) => {
         const r = document.createElementNS(SVG, 'rect');
@@ -45,7 +45,7 @@
         const t1 = document.createElementNS(SVG, 'text'); t1.setAttribute('x', i * (w + 8) + 6); t1.setAttribute('y', 17);
         t1.textContent = b.block;
         const t2 = document.createElementNS(SVG, 'text'); t2.setAttribute('x', i * (w + 8) + 6); t2.setAttribute('y', 33);
-        t2.textContent = b.node || ('? ' + b.publicIp);
+        t2.textContent = (b.node || ('? ' + b.publicIp)) + ` · ${b.used} used, ${b.free} free`;
         svg.append(r, t1, t2);
       });
       div.appendChild(svg);

@@ -42,8 +42,11 @@ public record ClusterStatus(List<Node> nodes, List<Network> networks, List<Servi
   /** A node: its record (written by its daemon on its own lease) or only a Flannel lease's PublicIP. */
   public record Node(String name, String publicIp, boolean manager, String version, long recordTtlLeft) {}
 
-  /** One node's block of a network and how long its lease has left. */
-  public record Block(String block, String node, String publicIp, long ttlLeft) {}
+  /**
+   * One node's block of a network, how long its lease has left, and its addresses: used (the
+   * gateway's included) and free (the block's first and last address are never handed out).
+   */
+  public record Block(String block, String node, String publicIp, long ttlLeft, int used, long free) {}
 
   public record Network(String flannelId, String name, String subnet, int vni, List<Block> blocks, int nodeAddresses,
       int clusterAddresses, boolean freed) {}
@@ -87,6 +90,7 @@ public record ClusterStatus(List<Node> nodes, List<Network> networks, List<Servi
     Map<String, List<Block>> blocks = new TreeMap<>();
     Map<String, int[]> used = new TreeMap<>();
     Set<String> freed = new LinkedHashSet<>();
+    Map<String, List<Long>> local = new TreeMap<>();
     for (KeyValue kv : kvs) {
       Family f = schema.family(kv.key());
       String fid = schema.flannelIdOf(kv.key()).orElse("");
@@ -96,7 +100,7 @@ public record ClusterStatus(List<Node> nodes, List<Network> networks, List<Servi
           String ip = new JsonObject(kv.value()).getString("PublicIP", "");
           Ttl t = ttls.getOrDefault(kv.lease(), Ttl.UNKNOWN);
           String node = nodeByIp.getOrDefault(ip, "");
-          blocks.computeIfAbsent(fid, k -> new ArrayList<>()).add(new Block(block.toString(), node, ip, t.left()));
+          blocks.computeIfAbsent(fid, k -> new ArrayList<>()).add(new Block(block.toString(), node, ip, t.left(), 0, 0));
           if (t.expiring()) {
             problems.add("lease " + kv.key() + " (" + (node.isEmpty() ? ip : node) + ") expires in " + t.left()
                 + " s (TTL " + t.granted() + " s)");
@@ -112,6 +116,12 @@ public record ClusterStatus(List<Node> nodes, List<Network> networks, List<Servi
         Owner o = Owner.parse(kv.value());
         int[] u = used.computeIfAbsent(fid, k -> new int[2]);
         u[o.space() == Owner.Space.GLOBAL ? 1 : 0]++;
+        if (o.space() == Owner.Space.LOCAL) {
+          String ip = kv.key().substring(schema.allocations(fid).length());
+          if (io.flannelnp.ipam.Ipv4.isValid(ip)) {
+            local.computeIfAbsent(fid, k -> new ArrayList<>()).add(io.flannelnp.ipam.Ipv4.parse(ip));
+          }
+        }
       } else if (kv.key().equals(schema.freed(fid))) {
         freed.add(fid);
       }
@@ -119,8 +129,14 @@ public record ClusterStatus(List<Node> nodes, List<Network> networks, List<Servi
     List<Network> networks = new ArrayList<>();
     for (VxlanPlan.Network n : plan.networks().values()) {
       DockerNetwork d = dockerByFid.get(n.flannelId());
+      List<Long> addrs = local.getOrDefault(n.flannelId(), List.of());
       List<Block> bs = blocks.getOrDefault(n.flannelId(), List.of()).stream()
-          .sorted(java.util.Comparator.comparingLong(b -> Cidr.parse(b.block()).base())).toList();
+          .sorted(java.util.Comparator.comparingLong(b -> Cidr.parse(b.block()).base()))
+          .map(b -> {
+            Cidr c = Cidr.parse(b.block());
+            int u = (int) addrs.stream().filter(c::contains).count();
+            return new Block(b.block(), b.node(), b.publicIp(), b.ttlLeft(), u, Math.max(0, c.size() - 2 - u));
+          }).toList();
       int[] u = used.getOrDefault(n.flannelId(), new int[2]);
       networks.add(new Network(n.flannelId(), d == null ? "" : d.name(), n.subnet().toString(), n.vni(), bs, u[0], u[1],
           freed.contains(n.flannelId())));
@@ -177,8 +193,8 @@ public record ClusterStatus(List<Node> nodes, List<Network> networks, List<Servi
           n.name().isEmpty() ? "(not in Docker)" : n.name(), n.subnet(), n.vni(), n.flannelId(), n.nodeAddresses(),
           n.clusterAddresses(), n.freed() ? "  (being removed)" : ""));
       for (Block b : n.blocks()) {
-        s.append(String.format("    %-18s %-20s %-15s lease %s%n", b.block(), b.node().isEmpty() ? "?" : b.node(),
-            b.publicIp(), left(b.ttlLeft())));
+        s.append(String.format("    %-18s %-20s %-15s %3d used, %3d free  lease %s%n", b.block(),
+            b.node().isEmpty() ? "?" : b.node(), b.publicIp(), b.used(), b.free(), left(b.ttlLeft())));
       }
     }
     s.append("Services (").append(services.size()).append(")\n");
@@ -206,7 +222,7 @@ public record ClusterStatus(List<Node> nodes, List<Network> networks, List<Servi
     for (Network n : networks) {
       JsonArray bs = new JsonArray();
       n.blocks().forEach(b -> bs.add(new JsonObject().put("block", b.block()).put("node", b.node())
-          .put("publicIp", b.publicIp()).put("ttlLeft", b.ttlLeft())));
+          .put("publicIp", b.publicIp()).put("ttlLeft", b.ttlLeft()).put("used", b.used()).put("free", b.free())));
       nets.add(new JsonObject().put("flannelId", n.flannelId()).put("name", n.name()).put("subnet", n.subnet())
           .put("vni", n.vni()).put("blocks", bs).put("nodeAddresses", n.nodeAddresses())
           .put("clusterAddresses", n.clusterAddresses()).put("freed", n.freed()));

@@ -122,8 +122,8 @@ class StatusCommandTest {
           .containsPattern("n2 +198\\.18\\.1\\.2 +worker");
       assertThat(r.out()).contains("web-net", "10.60.0.0/20 VNI 7001", "flannel-id f1",
           "addresses: 2 on nodes, 1 cluster-wide");
-      assertThat(r.out()).containsPattern("10\\.60\\.0\\.128/25 +n1 +198\\.18\\.1\\.1 +lease \\d+ s left")
-          .containsPattern("10\\.60\\.1\\.0/25 +n2 +198\\.18\\.1\\.2");
+      assertThat(r.out()).containsPattern("10\\.60\\.0\\.128/25 +n1 +198\\.18\\.1\\.1 +1 used, 125 free +lease \\d+ s left")
+          .containsPattern("10\\.60\\.1\\.0/25 +n2 +198\\.18\\.1\\.2 +1 used, 125 free");
       assertThat(r.out()).containsPattern("web +vip +\\{web-net=10\\.60\\.0\\.2\\} +tasks \\{n1=1\\} +leaving \\{n2=1\\}");
 
       Run j = status(env, "--json");
