@@ -652,7 +652,7 @@ public final class Ipam {
     }
     NodeLease nl = new NodeLease(fid, block, lease, value);
     NodeLease before = leases.put(fid, nl);
-    EtcdStore.KeepAlive old = keepAlives.put(fid, etcd.keepAlive(lease, () -> leaseLost(fid, node, publicIp, nl)));
+    EtcdStore.KeepAlive old = keepAlives.put(fid, keepAlive(lease, () -> leaseLost(fid, node, publicIp, nl)));
     if (old != null) {
       old.close();
     }
@@ -662,6 +662,25 @@ public final class Ipam {
     }
     LOG.info("node " + node + " holds " + block + " of network " + fid);
     return nl;
+  }
+
+  /**
+   * The etcd keep-alive stream renews at a third of SUBNET_LEASE_TTL; -subnet-lease-renew-margin
+   * may ask for renewals sooner (a renewal at the latest that margin before expiry), which a
+   * timer adds. A failed extra renewal is left to the stream, which reports a real loss.
+   */
+  private EtcdStore.KeepAlive keepAlive(long lease, Runnable onLost) {
+    EtcdStore.KeepAlive stream = etcd.keepAlive(lease, onLost);
+    long every = config.subnetLeaseRenewSeconds();
+    if (every >= config.subnetLeaseTtlSeconds() / 3) {
+      return stream;
+    }
+    long timer = etcd.vertx().setPeriodic(every * 1000, t -> etcd.renewLease(lease)
+        .onFailure(e -> LOG.fine("renewing lease " + Long.toHexString(lease) + " early failed: " + e.getMessage())));
+    return () -> {
+      etcd.vertx().cancelTimer(timer);
+      stream.close();
+    };
   }
 
   /**

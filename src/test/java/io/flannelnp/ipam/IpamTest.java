@@ -276,6 +276,28 @@ class IpamTest extends EtcdFixture {
     assertThat(await(store.leaseTtl(lease.leaseId()))).isEqualTo(-1L);
   }
 
+  /**
+   * -subnet-lease-renew-margin=1 with a 75 s lease: renewed at the latest 60 s before expiry (every
+   * 15 s), sooner than the keep-alive stream's third of the TTL (25 s), so the lease never has
+   * less than a minute left.
+   */
+  @Test
+  @Timeout(value = 90, unit = TimeUnit.SECONDS)
+  void subnetLeaseRenewMarginRenewsTheLeaseBeforeItsMarginIsReached() throws Exception {
+    create(daemon(), FID);
+    Config c = config("SUBNET_LEASE_TTL", "75", "DEFAULT_FLANNEL_OPTIONS", "-subnet-lease-renew-margin=1");
+    assertThat(c.subnetLeaseRenewSeconds()).isEqualTo(15);
+    Ipam.NodeLease lease = await(daemon(c).ensureNodeLease(FID, "node-a", "198.18.0.11"));
+    long least = Long.MAX_VALUE;
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(34);
+    while (System.nanoTime() < deadline) {
+      least = Math.min(least, await(store.leaseTtl(lease.leaseId())));
+      Thread.sleep(1000);
+    }
+    // without the margin the stream renews after ~26 s, when 49 s are left
+    assertThat(least).isGreaterThanOrEqualTo(57);
+  }
+
   @Test
   void aRestartedDaemonWithTheSamePublicIpTakesTheSameBlockBackAndAnotherIpGetsTheNext() throws Exception {
     create(daemon(), FID);
