@@ -544,6 +544,10 @@ class FaultIT {
   @Order(20)
   void thePluginSigkilledUnderLoadLosesNoConnectionAnywhere() {
     int victim = 3;
+    // a connection through the VIP established before the kill, its request finished after it
+    lab.dk(victim, "exec", "-d", "cl" + victim, "sh", "-c", "(printf 'GET / HTTP/1.0\\r\\n'; sleep 10; printf '\\r\\n') | nc -w 20 "
+        + vip + " 80 > /tmp/held 2>&1; echo end >> /tmp/held").out();
+    sleep(1000);
     Instant t0 = Instant.now();
     int pid = pluginPid(victim);
     lab.exec(victim, "kill", "-KILL", Integer.toString(pid)).out();
@@ -553,6 +557,11 @@ class FaultIT {
     Map<Integer, Window> w = measured("the plugin SIGKILLed on node " + victim + " (ready again after "
         + String.format("%.1f s)", back), t0, Instant.now());
     w.forEach((node, win) -> assertThat(win.httpFail()).as("HTTP failures through the VIP on node " + node).isZero());
+    await(Duration.ofSeconds(20), "the held connection's answer", () -> lab.dk(victim, "exec", "cl" + victim, "cat", "/tmp/held")
+        .stdout().contains("end"));
+    assertThat(lab.dk(victim, "exec", "cl" + victim, "cat", "/tmp/held").stdout())
+        .as("a connection through the VIP established before the plugin's kill, answered after it").contains("200 OK");
+    report.add("  a connection through the VIP established before the kill was answered after it");
     w.forEach((node, win) -> {
       if (node != victim) {
         assertThat(win.dnsFail()).as("DNS failures on node " + node).isZero();
