@@ -195,11 +195,27 @@ public record Config(
     return (1L << (32 - hostSubnetSize)) - 3;
   }
 
+  /** Addresses for Swarm VIPs and task placeholders in the cluster range itself (.0, .1 and the last one aside). */
+  public long clusterAddresses() {
+    return (1L << (32 - clusterSubnetSize)) - 3;
+  }
+
+  /**
+   * Swarm tasks + VIPs one network holds while {@code nodes} nodes lease a block of it: the
+   * cluster range grows into every node block no node leases.
+   */
+  public long clusterAddresses(long nodes) {
+    return clusterAddresses() + Math.max(0, nodesPerNetwork() - nodes) * addressesPerNode();
+  }
+
   public String capacityLine() {
     return "capacity: " + networkCapacity() + " networks of /" + networkSubnetSize + " in " + availableSubnets
         + ", " + nodesPerNetwork() + " nodes per network (/" + hostSubnetSize + " each, after a /" + clusterSubnetSize
         + " cluster range)"
-        + ", " + addressesPerNode() + " container addresses per node";
+        + ", " + addressesPerNode() + " container addresses per node"
+        + ", Swarm tasks + VIPs per network: " + clusterAddresses() + " in the cluster range + " + addressesPerNode()
+        + " per node block no node leases (" + clusterAddresses(3) + " with 3 nodes, " + clusterAddresses(10)
+        + " with 10)";
   }
 
   // ---- parsing helpers ------------------------------------------------------------------

@@ -250,6 +250,11 @@ class ConfigTest {
     assertSingleLine(line);
     assertThat(line).contains("32 networks", "/20", "10.0.0.0/16", "10.1.0.0/16",
         "31 nodes per network", "/25", "125 container addresses per node");
+    // the default /20 network holds 1,000 tasks and 200 VIPs with up to 21 nodes on it
+    assertThat(c.clusterAddresses()).isEqualTo(125);
+    assertThat(c.clusterAddresses(21)).isEqualTo(125 + 10 * 125).isGreaterThanOrEqualTo(1000 + 200);
+    assertThat(line).contains("Swarm tasks + VIPs per network: 125 in the cluster range + 125 per node block no node"
+        + " leases (3625 with 3 nodes, 2750 with 10)");
   }
 
   @Test
