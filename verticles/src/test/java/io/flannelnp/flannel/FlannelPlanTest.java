@@ -89,6 +89,30 @@ class FlannelPlanTest {
     assertThat(p.own().get(0).peers()).extracting(Peer::publicIp).containsExactly("192.168.64.3", "192.168.64.4");
   }
 
+  /** Keys of Flannel's config the data plane does not follow are named in the plan's problems (fnp.problems). */
+  @Test
+  void unsupportedFlannelConfigKeysAreReportedNotIgnored() {
+    String config = "{\"Network\":\"10.50.0.0/20\",\"SubnetLen\":25,\"SubnetMin\":\"10.50.0.128\",\"EnableIPv6\":true,"
+        + "\"IPv6Network\":\"fc00::/48\",\"EnableIPv4\":true,\"Backend\":{\"Type\":\"vxlan\",\"VNI\":6515,"
+        + "\"DirectRouting\":true,\"GBP\":false,\"MTU\":1400,\"Learning\":0}}";
+    VxlanPlan p = VxlanPlan.compute(S, with(reserved("a", "10.50.0.0-20", 6515), List.of(
+        kv("/p/networks/a/config", config))), ME);
+    assertThat(p.networks()).containsKey("a");
+    assertThat(p.problems()).containsExactlyInAnyOrder(
+        "network a: Flannel config EnableIPv6=true is not supported (flannel-np networks are IPv4 only); ignored",
+        "network a: Flannel config IPv6Network=fc00::/48 is not supported (flannel-np networks are IPv4 only); ignored",
+        "network a: Flannel config Backend.DirectRouting=true is not supported (every peer is reached through VXLAN,"
+            + " also on the same L2 segment); ignored",
+        "network a: Flannel config Backend.MTU=1400 is not supported (the MTU is the uplink's less 50); ignored");
+    // flannel-np's own config asks for nothing it does not do
+    assertThat(VxlanPlan.compute(S, with(reserved("a", "10.50.0.0-20", 6515), List.of(kv("/p/networks/a/config",
+        io.flannelnp.ipam.FlannelJson.networkConfig(Cidr.parse("10.50.0.0/20"), 25, Cidr.parse("10.50.0.128/25"),
+            Cidr.parse("10.50.15.128/25"), 6515)))), ME).problems()).isEmpty();
+    VxlanPlan other = VxlanPlan.compute(S, with(reserved("c", "10.70.0.0-16", 1), List.of(kv("/p/networks/c/config",
+        "{\"Network\":\"10.70.0.0/16\",\"Backend\":{\"Type\":\"host-gw\"}}"))), ME);
+    assertThat(other.problems()).singleElement().asString().contains("Backend.Type=host-gw is not supported");
+  }
+
   @Test
   void otherBackendsAndBadLeasesAreLeftOutAndNamed() {
     List<KeyValue> kvs = new ArrayList<>(List.of(
