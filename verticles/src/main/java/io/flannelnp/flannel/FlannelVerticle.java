@@ -113,6 +113,8 @@ public final class FlannelVerticle extends ReconcilerVerticle {
   private final Kernel kernel;
   /** This node's public IP once resolved (in the kernel's namespace). */
   private volatile String publicIp;
+  /** The uplink of the last full pass (Backend.DirectRouting peers arrive on it). */
+  private volatile String uplinkName;
   /** flannel ID → when EnsureNetwork or AttachEndpoint last asked for its bridge (System.nanoTime). */
   private final Map<String, Long> ensured = new ConcurrentHashMap<>();
   /** The networks of the last pass (worker-confined: passes run one at a time). */
@@ -243,7 +245,9 @@ public final class FlannelVerticle extends ReconcilerVerticle {
     VxlanPlan plan = null;
     if (known != null) {
       plan = VxlanPlan.compute(schema, state.kvs().values(), known, leaseCache, carved);
-      if (!periodic && trusted != null && trusted.sameShape(plan, known)) {
+      // Backend.DirectRouting depends on the uplink's addresses, which only a full pass reads
+      if (!periodic && trusted != null && trusted.sameShape(plan, known)
+          && plan.networks().values().stream().noneMatch(VxlanPlan.Network::directRouting)) {
         return partial(plan, known, rev);
       }
     }
@@ -310,10 +314,17 @@ public final class FlannelVerticle extends ReconcilerVerticle {
 
     // the VXLAN plane; skipped (never torn down) while the public IP or the uplink is unknown
     VxlanSync vx = null;
+    List<String> direct = List.of();
+    int directCount = 0;
     if (ip != null) {
       try {
         VxlanSync.Uplink up = uplink(links, routes, ip);
-        vx = new VxlanSync(plan.own(), links, ip, up, plan.frozen());
+        Link upLink = up.name() == null ? null : links.get(up.name());
+        DirectRoutes.Split split = DirectRoutes.split(plan.own(), upLink == null ? List.of() : upLink.ipv4());
+        direct = up.name() == null ? List.of() : DirectRoutes.diff(split.direct(), up.name(), routes);
+        directCount = split.direct().size();
+        uplinkName = up.name();
+        vx = new VxlanSync(split.viaVxlan(), links, ip, up, plan.frozen());
         vx.diffDevices();
         Map<String, JsonArray> fdbs = new HashMap<>();
         if (!vx.kept.isEmpty()) {
@@ -378,6 +389,11 @@ public final class FlannelVerticle extends ReconcilerVerticle {
       lines += applyAll("ip", vx.links, rev, errors);
       lines += applyAll("bridge", vx.fdb, rev, errors);
       lines += applyAll("ip", vx.routes, rev, errors);
+      lines += applyAll("ip", direct, rev, errors);
+      if (directCount > 0) {
+        summary.append(", ").append(directCount).append(directCount == 1 ? " peer" : " peers")
+            .append(" routed directly on ").append(uplinkName);
+      }
     }
     staleFids.forEach(ensured::remove);
     summary.append("; ").append(lines == 0 ? "no kernel changes" : lines + " kernel changes");
@@ -459,13 +475,15 @@ public final class FlannelVerticle extends ReconcilerVerticle {
    * pass and after a failure; replaced in one transaction when it differs.
    */
   private String syncIsolation(VxlanPlan plan, boolean periodic, long rev) throws KernelException {
-    Isolation.Model want = Isolation.desired(plan.networks().values());
+    String up = uplinkName;
+    Isolation.Model want = Isolation.desired(plan.networks().values(), up);
     if (!periodic && want.equals(nftVerified)) {
       return "nft unchanged";
     }
     // Docker's FORWARD DROP: checked when the networks change and on every periodic pass (an
     // operator may flush DOCKER-USER; dockerd may start after us); two `iptables -C` when in place.
-    if (kernel.dockerUserAccept(!want.absent())) {
+    boolean anyDirect = plan.networks().values().stream().anyMatch(VxlanPlan.Network::directRouting);
+    if (kernel.dockerUserAccept(!want.absent(), anyDirect)) {
       LOG.info("DOCKER-USER: flannel.* ACCEPT rules " + (want.absent() ? "removed" : "added"));
     }
     Isolation.Model have;
@@ -486,7 +504,7 @@ public final class FlannelVerticle extends ReconcilerVerticle {
       nftVerified = want;
       return "no nft table needed";
     }
-    String script = Isolation.script(plan.networks().values());
+    String script = Isolation.script(plan.networks().values(), up);
     try {
       Applied a = kernel.nftBatch(script);
       publish(new Observed.KernelBatch(plane(), a.tool(), a.text(), true, "", a.micros(), rev));

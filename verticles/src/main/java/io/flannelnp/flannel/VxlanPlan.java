@@ -38,10 +38,16 @@ import java.util.function.Predicate;
 public record VxlanPlan(Map<String, Network> networks, List<Own> own, List<String> problems, Set<String> frozen) {
 
   /** A network whose config is in etcd (every node's isolation rules know all of them). */
-  public record Network(String flannelId, Cidr subnet, int vni, int port, boolean vxlan, int subnetLen) {
+  public record Network(String flannelId, Cidr subnet, int vni, int port, boolean vxlan, int subnetLen,
+      boolean directRouting) {
     /** With Flannel's default SubnetLen: 24, or two more than a Network smaller than a /22. */
     public Network(String flannelId, Cidr subnet, int vni, int port, boolean vxlan) {
       this(flannelId, subnet, vni, port, vxlan, defaultSubnetLen(subnet));
+    }
+
+    /** Without Backend.DirectRouting (flanneld's default). */
+    public Network(String flannelId, Cidr subnet, int vni, int port, boolean vxlan, int subnetLen) {
+      this(flannelId, subnet, vni, port, vxlan, subnetLen, false);
     }
 
     static int defaultSubnetLen(Cidr subnet) {
@@ -325,12 +331,15 @@ public record VxlanPlan(Map<String, Network> networks, List<Own> own, List<Strin
     if (len <= subnet.prefix() || len > 30) {
       throw new IllegalArgumentException("SubnetLen " + len + " does not fit the Network " + subnet);
     }
-    return new Network(fid, subnet, (int) vni, port == 0 ? FlannelJson.VXLAN_PORT : (int) port, vxlan, (int) len);
+    // Backend.DirectRouting: a peer on the uplink's own subnet is routed to directly, not through VXLAN
+    boolean direct = Boolean.TRUE.equals(field(backend, "DirectRouting"));
+    return new Network(fid, subnet, (int) vni, port == 0 ? FlannelJson.VXLAN_PORT : (int) port, vxlan, (int) len,
+        direct);
   }
 
   /** Flannel config keys flannel-np follows (SubnetMin and SubnetMax through the IPAM's node blocks). */
   static final List<String> HONOURED_KEYS = List.of("Network", "SubnetLen", "SubnetMin", "SubnetMax", "Backend");
-  static final List<String> HONOURED_BACKEND_KEYS = List.of("Type", "VNI", "Port");
+  static final List<String> HONOURED_BACKEND_KEYS = List.of("Type", "VNI", "Port", "DirectRouting");
 
   /**
    * What a network's Flannel config asks for that this data plane does not do, one line each, so
@@ -378,7 +387,6 @@ public record VxlanPlan(Map<String, Network> networks, List<Own> own, List<Strin
           continue; // flanneld's default: asks for nothing
         }
         String why = switch (k.toLowerCase(java.util.Locale.ROOT)) {
-          case "directrouting" -> "every peer is reached through VXLAN, also on the same L2 segment";
           case "learning" -> "flannel-np programs every peer's FDB entry, VXLAN learning stays off";
           case "gbp" -> "group-based policy is not set on the VXLAN device";
           case "mtu" -> "the MTU is the uplink's less 50";
