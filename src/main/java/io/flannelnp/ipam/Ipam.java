@@ -572,6 +572,13 @@ public final class Ipam {
           }
         }
       }
+      if (block.isEmpty() && !clusterBlocks.isEmpty() && attempt == 0) {
+        // a grown block whose addresses the garbage collector freed is never released by the
+        // leader: give back the empty ones, then look again
+        return giveBackEmpty(fid, clusterBlocks).compose(n -> n > 0
+            ? acquire(fid, node, publicIp, preferred, attempt + 1, gen)
+            : acquire(fid, node, publicIp, preferred, RACE_RETRIES, gen));
+      }
       if (block.isEmpty()) {
         long count = (lay.subnetMax().base() - lay.subnetMin().base()) / lay.subnetMin().size() + 1;
         return Future.failedFuture(new IpamException(Reason.EXHAUSTED, "all " + count + " node blocks of network "
@@ -946,7 +953,7 @@ public final class Ipam {
     String fid = rec.flannelId();
     return clusterBlocks(fid).compose(blocks -> {
       List<Cidr> active = new ArrayList<>();
-      List<Future<Void>> settling = new ArrayList<>();
+      List<Future<Boolean>> settling = new ArrayList<>();
       for (Map.Entry<Cidr, String> b : blocks.entrySet()) {
         if (BLOCK_ACTIVE.equals(b.getValue())) {
           active.add(b.getKey());
@@ -1084,9 +1091,28 @@ public final class Ipam {
         }
         String key = schema.clusterBlock(fid, b);
         return etcd.txn().ifValue(key, BLOCK_ACTIVE).thenPut(key, BLOCK_DRAINING).commit()
-            .compose(r -> r.succeeded() ? settleBlock(fid, b) : Future.succeededFuture())
+            .compose(r -> r.succeeded() ? settleBlock(fid, b) : Future.succeededFuture(false))
             .map(v -> released);
       });
+    });
+  }
+
+  /** Gives back every grown block without an address; returns how many went. */
+  private Future<Integer> giveBackEmpty(String fid, Map<Cidr, String> blocks) {
+    return etcd.list(schema.allocations(fid)).compose(l -> {
+      List<Future<Boolean>> done = new ArrayList<>();
+      for (Cidr b : blocks.keySet()) {
+        boolean held = l.kvs().stream().map(kv -> kv.key().substring(schema.allocations(fid).length()))
+            .anyMatch(ip -> Ipv4.isValid(ip) && b.contains(Ipv4.parse(ip)));
+        if (held) {
+          continue;
+        }
+        String key = schema.clusterBlock(fid, b);
+        done.add(etcd.txn().ifValue(key, BLOCK_ACTIVE).thenPut(key, BLOCK_DRAINING).commit()
+            .compose(r -> BLOCK_DRAINING.equals(blocks.get(b)) || r.succeeded() ? settleBlock(fid, b)
+                : Future.succeededFuture(false)));
+      }
+      return Future.join(done).map(cf -> (int) done.stream().filter(f -> f.succeeded() && f.result()).count());
     });
   }
 
@@ -1094,7 +1120,7 @@ public final class Ipam {
    * Ends a give-back: a draining block accepts no claim, so once it is draining a fresh read of
    * its addresses is final. Empty, it goes; else it is active again.
    */
-  private Future<Void> settleBlock(String fid, Cidr b) {
+  private Future<Boolean> settleBlock(String fid, Cidr b) {
     String key = schema.clusterBlock(fid, b);
     return etcd.list(schema.allocations(fid)).compose(l -> {
       long held = l.kvs().stream().map(kv -> kv.key().substring(schema.allocations(fid).length()))
@@ -1103,9 +1129,9 @@ public final class Ipam {
       t = held == 0 ? t.thenDelete(key) : t.thenPut(key, BLOCK_ACTIVE);
       return t.commit().map(r -> {
         if (r.succeeded() && held == 0) {
-          LOG.info("the cluster range of network " + fid + " gave " + b + " back (its last address was released)");
+          LOG.info("the cluster range of network " + fid + " gave " + b + " back (it holds no address)");
         }
-        return (Void) null;
+        return r.succeeded() && held == 0;
       });
     });
   }

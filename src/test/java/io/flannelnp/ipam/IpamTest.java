@@ -462,6 +462,31 @@ class IpamTest extends EtcdFixture {
     assertThat(refusal(leader.allocateCluster(rec, Owner.leader(Kind.VIP, "m1"))).reason()).isEqualTo(Reason.EXHAUSTED);
   }
 
+  /** A grown block whose addresses went behind the leader's back (the garbage collector) goes back when a node needs it. */
+  @Test
+  void aNodeFindingNoFreeBlockGetsAGrownBlockThatNoLongerHoldsAnAddress() throws Exception {
+    Config small = config("NETWORK_SUBNET_SIZE", "24", "DEFAULT_HOST_SUBNET_SIZE", "26");
+    Ipam leader = daemon(small);
+    NetworkRecord rec = create(leader, FID);
+    await(daemon(small).ensureNodeLease(FID, "node-a", "198.18.0.11"));
+    await(daemon(small).ensureNodeLease(FID, "node-b", "198.18.0.12"));
+    List<String> grown = new ArrayList<>();
+    for (int i = 0; i < 61 + 3; i++) {
+      String a = await(leader.allocateCluster(rec, Owner.leader(Kind.PLACEHOLDER, "m1"))).ip();
+      if (cidr("10.60.0.192/26").contains(ip(a))) {
+        grown.add(a);
+      }
+    }
+    assertThat(grown).hasSize(3);
+    for (String a : grown) {
+      await(store.delete(schema.allocation(FID, a))); // what the garbage collector does
+    }
+    assertThat(await(daemon(small).ensureNodeLease(FID, "node-c", "198.18.0.13")).block()).isEqualTo(cidr("10.60.0.192/26"));
+    assertThat(keys(schema.clusterBlocks(FID))).isEmpty();
+    IpamException full = refusal(leader.allocateCluster(rec, Owner.leader(Kind.VIP, "m1")));
+    assertThat(full.reason()).isEqualTo(Reason.EXHAUSTED);
+  }
+
   /** A give-back cut off after marking the block draining is finished by the next search: nothing is stuck. */
   @Test
   void aClusterBlockLeftDrainingIsSettledByTheNextAllocation() throws Exception {
