@@ -121,7 +121,7 @@ class FaultIT {
     }
     args.addAll(List.of(pluginDir.toString(), PLUGIN, "ETCD_ENDPOINTS={etcd}", "NODE_NAME={node}",
         "AVAILABLE_SUBNETS=" + SUBNETS, "DEFAULT_FLANNEL_OPTIONS=-iface=eth0", "SUBNET_LEASE_TTL=" + LEASE_TTL,
-        "NODE_RECORDS_TTL=" + RECORDS_TTL, "GC_GRACE=" + GC_GRACE, "ADMIN_LISTEN=127.0.0.1:9090", "LOG_LEVEL=info",
+        "NODE_RECORDS_TTL=" + RECORDS_TTL, "GC_GRACE=" + GC_GRACE, "ADMIN_LISTEN=127.0.0.1:9090", "ADMIN_INSECURE_LOOPBACK=true", "LOG_LEVEL=info",
         "DNS_TTL=" + TTL));
     args.add(0, "install-plugin");
     lab.lab(Duration.ofMinutes(3), args.toArray(String[]::new)).out();
