@@ -105,6 +105,11 @@ public record Config(
     }
     int vniStart = r.integer(Setting.VNI_START, 0, MAX_VNI - 1); // flannel.<VNI> must fit 15 characters
     long ttl = r.integer(Setting.SUBNET_LEASE_TTL, 5, 30 * 86400);
+    if (flannel.subnetLeaseRenewMarginMinutes() * 60L >= ttl) {
+      throw new ConfigException(Setting.DEFAULT_FLANNEL_OPTIONS.name(), r.get(Setting.DEFAULT_FLANNEL_OPTIONS),
+          "-subnet-lease-renew-margin=" + flannel.subnetLeaseRenewMarginMinutes() + " minutes is not shorter than"
+              + " SUBNET_LEASE_TTL=" + ttl + " seconds; a lease renewed that early would be renewed without pause");
+    }
     boolean compat = r.bool(Setting.DNS_DOCKER_COMPATIBILITY_MODE);
     int dnsTtl = r.integer(Setting.DNS_TTL, 0, 2_147_483_647);
     boolean hook = r.bool(Setting.IS_HOOK_AVAILABLE);
@@ -125,6 +130,7 @@ public record Config(
       throw new ConfigException(Setting.LOG_LEVEL.name(), r.get(Setting.LOG_LEVEL),
           "must be one of error, warn, info, debug, trace");
     }
+    level = flannel.logLevel(level); // flanneld's -v: more detail, never less than LOG_LEVEL
     long recordsTtl = r.integer(Setting.NODE_RECORDS_TTL, 5, 3600);
     String token = r.get(Setting.ADMIN_TOKEN).trim();
     if (!token.isEmpty() && !token.matches("[\\x21-\\x7e]{16,256}")) {
@@ -154,6 +160,20 @@ public record Config(
         insecureLoopback, origins, dnsRate, gcGrace);
   }
 
+  /**
+   * How often a node's subnet lease is renewed: the etcd keep-alive's cadence (a third of
+   * SUBNET_LEASE_TTL), or sooner when -subnet-lease-renew-margin asks for a renewal at the latest
+   * that long before expiry.
+   */
+  public long subnetLeaseRenewSeconds() {
+    long every = Math.max(1, subnetLeaseTtlSeconds / 3);
+    int margin = flannelOptions.subnetLeaseRenewMarginMinutes();
+    if (margin > 0) {
+      every = Math.max(1, Math.min(every, subnetLeaseTtlSeconds - margin * 60L));
+    }
+    return every;
+  }
+
   // ---- capacity -------------------------------------------------------------------------
 
   /** How many networks AVAILABLE_SUBNETS holds at NETWORK_SUBNET_SIZE. */
@@ -175,11 +195,27 @@ public record Config(
     return (1L << (32 - hostSubnetSize)) - 3;
   }
 
+  /** Addresses for Swarm VIPs and task placeholders in the cluster range itself (.0, .1 and the last one aside). */
+  public long clusterAddresses() {
+    return (1L << (32 - clusterSubnetSize)) - 3;
+  }
+
+  /**
+   * Swarm tasks + VIPs one network holds while {@code nodes} nodes lease a block of it: the
+   * cluster range grows into every node block no node leases.
+   */
+  public long clusterAddresses(long nodes) {
+    return clusterAddresses() + Math.max(0, nodesPerNetwork() - nodes) * addressesPerNode();
+  }
+
   public String capacityLine() {
     return "capacity: " + networkCapacity() + " networks of /" + networkSubnetSize + " in " + availableSubnets
         + ", " + nodesPerNetwork() + " nodes per network (/" + hostSubnetSize + " each, after a /" + clusterSubnetSize
         + " cluster range)"
-        + ", " + addressesPerNode() + " container addresses per node";
+        + ", " + addressesPerNode() + " container addresses per node"
+        + ", Swarm tasks + VIPs per network: " + clusterAddresses() + " in the cluster range + " + addressesPerNode()
+        + " per node block no node leases (" + clusterAddresses(3) + " with 3 nodes, " + clusterAddresses(10)
+        + " with 10)";
   }
 
   // ---- parsing helpers ------------------------------------------------------------------
@@ -187,7 +223,7 @@ public record Config(
   private static List<String> parseEndpoints(String raw) {
     String var = Setting.ETCD_ENDPOINTS.name();
     if (raw.isBlank()) {
-      throw new ConfigException(var, raw, "is required: comma-separated etcd URLs such as http://10.0.0.5:2379");
+      throw new ConfigException(var, raw, "is required: comma-separated etcd URLs such as http://10.0.0.5:2379 (or host:port)");
     }
     List<String> out = new ArrayList<>();
     for (String part : raw.split(",", -1)) {
@@ -195,24 +231,25 @@ public record Config(
       if (e.isEmpty()) {
         throw new ConfigException(var, raw, "has an empty entry; separate URLs with single commas");
       }
+      String given = e;
       if (!e.contains("://")) {
-        throw new ConfigException(var, raw, "'" + e + "' must start with http:// or https://");
+        e = "http://" + e; // host:port, as flanneld and etcdctl take it
       }
       URI u;
       try {
         u = new URI(e);
       } catch (URISyntaxException ex) {
-        throw new ConfigException(var, raw, "'" + e + "' is not a URL: " + ex.getReason());
+        throw new ConfigException(var, raw, "'" + given + "' is not a URL: " + ex.getReason());
       }
       if (!"http".equals(u.getScheme()) && !"https".equals(u.getScheme())) {
-        throw new ConfigException(var, raw, "'" + e + "' must start with http:// or https://");
+        throw new ConfigException(var, raw, "'" + given + "' must start with http:// or https://");
       }
       if (u.getHost() == null || u.getPort() < 1 || u.getPort() > 65535) {
-        throw new ConfigException(var, raw, "'" + e + "' must name a host and a port, e.g. http://10.0.0.5:2379");
+        throw new ConfigException(var, raw, "'" + given + "' must name a host and a port, e.g. http://10.0.0.5:2379");
       }
       if (u.getRawPath() != null && !u.getRawPath().isEmpty() && !u.getRawPath().equals("/")
           || u.getRawQuery() != null || u.getUserInfo() != null) {
-        throw new ConfigException(var, raw, "'" + e + "' must be scheme://host:port only");
+        throw new ConfigException(var, raw, "'" + given + "' must be scheme://host:port only");
       }
       out.add(u.getScheme() + "://" + u.getHost() + ":" + u.getPort());
     }

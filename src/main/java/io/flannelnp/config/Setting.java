@@ -6,12 +6,12 @@ package io.flannelnp.config;
  * (see SettingsDocumentedTest).
  */
 public enum Setting {
-  ETCD_ENDPOINTS("", "Comma-separated etcd client URLs (http:// or https://). Required."),
+  ETCD_ENDPOINTS("", "Comma-separated etcd client URLs (http:// or https://; a bare host:port means http://). Required."),
   ETCD_PREFIX("/flannel", "Root of every etcd key flannel-np reads or writes."),
   ETCD_CA_FILE("", "CA bundle that verifies etcd's server certificate (enables TLS)."),
   ETCD_CERT_FILE("", "Client certificate for etcd (with ETCD_KEY_FILE)."),
   ETCD_KEY_FILE("", "Private key of ETCD_CERT_FILE (PKCS#8 PEM)."),
-  DEFAULT_FLANNEL_OPTIONS("", "Flannel flags honoured: -iface=NAME, -public-ip=ADDR, -subnet-lease-renew-margin=MINUTES; separated by ',' or spaces."),
+  DEFAULT_FLANNEL_OPTIONS("", "flanneld flags, separated by ',' or spaces: -iface=NAME|ADDR (repeatable, first found wins), -iface-regex=RE (repeatable), -iface-can-reach=ADDR, -public-ip=ADDR, -subnet-lease-renew-margin=MINUTES, -ip-masq, -v=N; flanneld's other flags stop the daemon, naming why."),
   AVAILABLE_SUBNETS("", "Comma-separated IPv4 blocks that networks are carved from. Required."),
   NETWORK_SUBNET_SIZE("20", "Prefix length of each network's subnet."),
   DEFAULT_HOST_SUBNET_SIZE("25", "Prefix length of each node's block inside a network (Flannel SubnetLen)."),

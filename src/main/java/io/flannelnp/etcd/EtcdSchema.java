@@ -12,6 +12,7 @@ import java.util.Optional;
  * &lt;P&gt;/vnis/&lt;vni&gt;                                   VNI reservation → flannel-id (create-once)
  * &lt;P&gt;/networks/&lt;flannel-id&gt;/config                  Flannel network config JSON
  * &lt;P&gt;/networks/&lt;flannel-id&gt;/subnets/&lt;a.b.c.d-len&gt;  Flannel lease of one node (on an etcd lease)
+ * &lt;P&gt;/networks/&lt;flannel-id&gt;/cluster-blocks/&lt;a.b.c.d-len&gt; a node-sized block the cluster range grew into
  * &lt;P&gt;/networks/&lt;flannel-id&gt;/pool                    the pool's options and reference count
  * &lt;P&gt;/networks/&lt;flannel-id&gt;/allocations/&lt;a.b.c.d&gt;  one address and its owner JSON
  * &lt;P&gt;/networks/&lt;flannel-id&gt;/pool-refs/&lt;node&gt;       a node's reference count of its local pool
@@ -77,6 +78,15 @@ public final class EtcdSchema {
 
   public String subnet(String flannelId, Cidr block) {
     return subnets(flannelId) + block.toKey();
+  }
+
+  /** Blocks the network's cluster range took beyond its first range (VIPs and task placeholders). */
+  public String clusterBlocks(String flannelId) {
+    return network(flannelId) + "cluster-blocks/";
+  }
+
+  public String clusterBlock(String flannelId, Cidr block) {
+    return clusterBlocks(flannelId) + block.toKey();
   }
 
   public String pool(String flannelId) {
@@ -177,7 +187,7 @@ public final class EtcdSchema {
       String[] parts = rest.split("/", 4);
       if (parts.length >= 3) {
         switch (parts[2]) {
-          case "config": return Family.NETWORK_CONFIG;
+          case "config", "cluster-blocks": return Family.NETWORK_CONFIG; // both say where VIPs may be
           case "subnets": return Family.SUBNET_LEASES;
           case "pool", "pool-refs", "docker-id", "freed": return Family.POOLS;
           case "allocations": return Family.ALLOCATIONS;

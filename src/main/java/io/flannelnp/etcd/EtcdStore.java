@@ -276,6 +276,11 @@ public final class EtcdStore implements AutoCloseable {
     return call(() -> client.getLeaseClient().revoke(leaseId)).mapEmpty();
   }
 
+  /** Renews a lease once (besides the stream of {@link #keepAlive}). */
+  public Future<Void> renewLease(long leaseId) {
+    return call(() -> client.getLeaseClient().keepAliveOnce(leaseId)).mapEmpty();
+  }
+
   /** Remaining TTL in seconds, or -1 if the lease no longer exists. */
   public Future<Long> leaseTtl(long leaseId) {
     return call(() -> client.getLeaseClient().timeToLive(leaseId, io.etcd.jetcd.options.LeaseOption.DEFAULT))

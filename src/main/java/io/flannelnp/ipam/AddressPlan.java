@@ -17,6 +17,10 @@ import java.util.Set;
  *   ├─ node block 10.50.1.0/25 ...
  *   └─ ... up to 10.50.15.128/25 (Flannel SubnetMin = first block after the cluster range)
  * </pre>
+ * When the cluster range is full it grows into the highest node blocks no node leases
+ * ({@code cluster-blocks/} in etcd, .2 to the last but one of each), and gives a block back when
+ * its last address is released (Ipam#allocateCluster); nodes lease from SubnetMin upwards and
+ * never a block the range holds.
  * Every address is handed out with the node-block prefix, so a container's only on-link block is
  * its own node's; everything else in the network goes through the node's gateway.
  */

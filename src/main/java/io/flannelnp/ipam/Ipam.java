@@ -539,9 +539,12 @@ public final class Ipam {
 
   private Future<NodeLease> acquire(String fid, String node, String publicIp, Optional<Cidr> preferred, int attempt,
       long gen) {
-    return network(fid).compose(rec -> layout(rec).compose(lay -> etcd.list(schema.subnets(fid)).compose(listing -> {
+    return network(fid).compose(rec -> layout(rec).compose(lay -> Future.all(etcd.list(schema.subnets(fid)),
+        clusterBlocks(fid)).compose(both -> {
+      Listing listing = both.resultAt(0);
+      java.util.TreeMap<Cidr, String> clusterBlocks = both.resultAt(1);
       String value = FlannelJson.lease(publicIp, rec.vni(), FlannelJson.vtepMac(node, rec.vni()));
-      Set<Cidr> taken = new HashSet<>();
+      Set<Cidr> taken = new HashSet<>(clusterBlocks.keySet()); // the cluster range grew into them
       for (KeyValue kv : listing.kvs()) {
         Optional<Cidr> parsed = leaseBlock(kv.key().substring(schema.subnets(fid).length()));
         if (parsed.isEmpty()) {
@@ -569,16 +572,25 @@ public final class Ipam {
           }
         }
       }
+      if (block.isEmpty() && !clusterBlocks.isEmpty() && attempt == 0) {
+        // a grown block whose addresses the garbage collector freed is never released by the
+        // leader: give back the empty ones, then look again
+        return giveBackEmpty(fid, clusterBlocks).compose(n -> n > 0
+            ? acquire(fid, node, publicIp, preferred, attempt + 1, gen)
+            : acquire(fid, node, publicIp, preferred, RACE_RETRIES, gen));
+      }
       if (block.isEmpty()) {
         long count = (lay.subnetMax().base() - lay.subnetMin().base()) / lay.subnetMin().size() + 1;
         return Future.failedFuture(new IpamException(Reason.EXHAUSTED, "all " + count + " node blocks of network "
-            + rec.subnet() + " (" + lay.subnetMin() + " to " + lay.subnetMax()
-            + ") are leased; raise DEFAULT_HOST_SUBNET_SIZE or lower NETWORK_SUBNET_SIZE"));
+            + rec.subnet() + " (" + lay.subnetMin() + " to " + lay.subnetMax() + ") are leased"
+            + (clusterBlocks.isEmpty() ? "" : " (" + clusterBlocks.size() + " of them hold Swarm VIPs and tasks)")
+            + "; raise DEFAULT_HOST_SUBNET_SIZE or lower NETWORK_SUBNET_SIZE"));
       }
       Cidr chosen = block.get();
       String key = schema.subnet(fid, chosen);
       return reclaimBlock(fid, chosen, key, node).compose(v -> etcd.grantLease(config.subnetLeaseTtlSeconds()))
-          .compose(lease -> etcd.txn().ifAbsent(key).thenPut(key, value, lease).commit()
+          .compose(lease -> etcd.txn().ifAbsent(key).ifAbsent(schema.clusterBlock(fid, chosen))
+              .thenPut(key, value, lease).commit()
               .compose(r -> r.succeeded() ? Future.succeededFuture(held(fid, node, publicIp, chosen, lease, value, gen))
                   : retryAcquire(fid, node, publicIp, preferred, attempt, lease, gen)));
     })));
@@ -652,7 +664,7 @@ public final class Ipam {
     }
     NodeLease nl = new NodeLease(fid, block, lease, value);
     NodeLease before = leases.put(fid, nl);
-    EtcdStore.KeepAlive old = keepAlives.put(fid, etcd.keepAlive(lease, () -> leaseLost(fid, node, publicIp, nl)));
+    EtcdStore.KeepAlive old = keepAlives.put(fid, keepAlive(lease, () -> leaseLost(fid, node, publicIp, nl)));
     if (old != null) {
       old.close();
     }
@@ -662,6 +674,25 @@ public final class Ipam {
     }
     LOG.info("node " + node + " holds " + block + " of network " + fid);
     return nl;
+  }
+
+  /**
+   * The etcd keep-alive stream renews at a third of SUBNET_LEASE_TTL; -subnet-lease-renew-margin
+   * may ask for renewals sooner (a renewal at the latest that margin before expiry), which a
+   * timer adds. A failed extra renewal is left to the stream, which reports a real loss.
+   */
+  private EtcdStore.KeepAlive keepAlive(long lease, Runnable onLost) {
+    EtcdStore.KeepAlive stream = etcd.keepAlive(lease, onLost);
+    long every = config.subnetLeaseRenewSeconds();
+    if (every >= config.subnetLeaseTtlSeconds() / 3) {
+      return stream;
+    }
+    long timer = etcd.vertx().setPeriodic(every * 1000, t -> etcd.renewLease(lease)
+        .onFailure(e -> LOG.fine("renewing lease " + Long.toHexString(lease) + " early failed: " + e.getMessage())));
+    return () -> {
+      etcd.vertx().cancelTimer(timer);
+      stream.close();
+    };
   }
 
   /**
@@ -770,17 +801,26 @@ public final class Ipam {
 
   /** Claims exactly {@code address} for {@code owner}; succeeds if the same holder already has it. */
   public Future<Allocation> allocateSpecific(String flannelId, long address, Owner owner) {
+    return allocateSpecific(flannelId, address, owner, null);
+  }
+
+  private Future<Allocation> allocateSpecific(String flannelId, long address, Owner owner, Guard guard) {
     String key = schema.allocation(flannelId, Ipv4.format(address));
     String value = owner.toJson();
-    return uncertainOnTimeout(key, value, etcd.txn().ifAbsent(key).thenPut(key, value).elseGet(key).commit()).compose(r -> {
+    return uncertainOnTimeout(key, value, guarded(etcd.txn().ifAbsent(key), guard).thenPut(key, value).elseGet(key)
+        .commit()).compose(r -> {
       if (r.succeeded()) {
         cache(flannelId).put(address, owner);
         return Future.succeededFuture(new Allocation(address, owner, false));
       }
-      if (r.elseReads().isEmpty()) {
-        return allocateSpecific(flannelId, address, owner); // released between compare and read
+      Optional<KeyValue> read = read(r, key);
+      if (read.isEmpty()) {
+        if (guard != null && !guard.holds(r)) {
+          return Future.failedFuture(new BlockGone(guard.key()));
+        }
+        return allocateSpecific(flannelId, address, owner, guard); // released between compare and read
       }
-      Owner holder = Owner.parse(r.elseReads().get(0).value());
+      Owner holder = Owner.parse(read.get().value());
       cache(flannelId).put(address, holder);
       if (holder.sameHolder(owner)) {
         uncertain.remove(key); // a retry of a write that timed out: the caller has it now
@@ -798,11 +838,17 @@ public final class Ipam {
    */
   public Future<Allocation> allocateNext(String flannelId, long first, long last, Owner owner, String rangeName,
       String hint) {
-    return loadCache(flannelId, false).compose(c -> allocateNext(flannelId, first, last, owner, rangeName, hint, false, 0));
+    return loadCache(flannelId, false).compose(c -> allocateNext(flannelId, first, last, owner, rangeName, hint, false, 0,
+        null));
   }
 
+  /**
+   * As {@link #allocateNext(String, long, long, Owner, String, String)}; {@code refreshed} true
+   * trusts the cache (no re-read of etcd when the range looks full), {@code guard} is a key whose
+   * value the write requires (a cluster block still active).
+   */
   private Future<Allocation> allocateNext(String fid, long first, long last, Owner owner, String rangeName, String hint,
-      boolean refreshed, int races) {
+      boolean refreshed, int races, Guard guard) {
     Map<Long, Owner> cache = cache(fid);
     Set<Long> inFlight = pending.computeIfAbsent(fid, k -> ConcurrentHashMap.newKeySet());
     String cursorKey = fid + "/" + first;
@@ -819,7 +865,7 @@ public final class Ipam {
     }
     if (candidate < 0) {
       if (!refreshed) {
-        return loadCache(fid, true).compose(x -> allocateNext(fid, first, last, owner, rangeName, hint, true, races));
+        return loadCache(fid, true).compose(x -> allocateNext(fid, first, last, owner, rangeName, hint, true, races, guard));
       }
       return Future.failedFuture(new IpamException(Reason.EXHAUSTED,
           rangeName + " (" + Ipv4.format(first) + "-" + Ipv4.format(last) + ", " + size + " addresses) is exhausted; " + hint));
@@ -828,20 +874,282 @@ public final class Ipam {
     cursors.put(cursorKey, a + 1 > last ? first : a + 1);
     String key = schema.allocation(fid, Ipv4.format(a));
     String value = owner.toJson();
-    return uncertainOnTimeout(key, value, etcd.txn().ifAbsent(key).thenPut(key, value).elseGet(key).commit())
-        .andThen(ar -> inFlight.remove(a)).compose(r -> {
+    return uncertainOnTimeout(key, value, guarded(etcd.txn().ifAbsent(key), guard).thenPut(key, value).elseGet(key)
+        .commit()).andThen(ar -> inFlight.remove(a)).compose(r -> {
       if (r.succeeded()) {
         cache.put(a, owner);
         cursors.put(cursorKey, a + 1 > last ? first : a + 1);
         return Future.succeededFuture(new Allocation(a, owner, false));
       }
-      if (!r.elseReads().isEmpty()) {
-        cache.put(a, Owner.parse(r.elseReads().get(0).value()));
+      Optional<KeyValue> read = read(r, key);
+      read.ifPresent(kv -> cache.put(a, Owner.parse(kv.value())));
+      if (read.isEmpty() && guard != null && !guard.holds(r)) {
+        return Future.failedFuture(new BlockGone(guard.key()));
       }
       if (races > 4 * size) {
         return Future.failedFuture(new IpamException(Reason.CONFLICT, rangeName + " is contended; retry"));
       }
-      return allocateNext(fid, first, last, owner, rangeName, hint, refreshed, races + 1);
+      return allocateNext(fid, first, last, owner, rangeName, hint, refreshed, races + 1, guard);
+    });
+  }
+
+  // ---- the cluster range and the blocks it grows into ------------------------------------
+
+  /** A key and the value a write requires it to have. */
+  private record Guard(String key, String value) {
+    /** Whether a failed transaction's reads show the guard still holding. */
+    boolean holds(Txn.Result r) {
+      return read(r, key).map(kv -> kv.value().equals(value)).orElse(false);
+    }
+  }
+
+  /** A cluster block stopped being active (it is being given back) while an address in it was claimed. */
+  private static final class BlockGone extends IpamException {
+    BlockGone(String key) {
+      super(Reason.CONFLICT, "cluster block " + key + " is being given back");
+    }
+  }
+
+  private static Txn guarded(Txn t, Guard g) {
+    return g == null ? t : t.ifValue(g.key(), g.value()).elseGet(g.key());
+  }
+
+  private static Optional<KeyValue> read(Txn.Result r, String key) {
+    return r.elseReads().stream().filter(kv -> kv.key().equals(key)).findFirst();
+  }
+
+  /** The value of a cluster block addresses may be claimed in. */
+  static final String BLOCK_ACTIVE = "{\"State\":\"active\"}";
+  /** The value of a cluster block being given back: no claim in it commits any more. */
+  static final String BLOCK_DRAINING = "{\"State\":\"draining\"}";
+
+  /**
+   * The next free address for the Swarm leader (a VIP or a task placeholder): in the network's
+   * cluster range, else in a block the range grew into, else in a further block the range takes
+   * now (the highest block no node leases; nodes lease from the lowest). The range thus grows to
+   * whatever the network's free blocks hold, and {@link #releaseCluster} gives a block back when
+   * its last address goes. A block is taken and given back with create-once / compare-and-set
+   * transactions that also check no node leased it, and every claim in it requires it to be
+   * active, so a block being given back never loses an address to the node that leases it next.
+   */
+  public Future<Allocation> allocateCluster(NetworkRecord rec, Owner owner) {
+    return loadCache(rec.flannelId(), false).compose(c -> allocateCluster(rec, owner, false));
+  }
+
+  /** {@code refreshed}: the cache was re-read from etcd in this request; next, the range grows. */
+  private Future<Allocation> allocateCluster(NetworkRecord rec, Owner owner, boolean refreshed) {
+    String fid = rec.flannelId();
+    Cidr net = rec.subnet();
+    String name = "the cluster range " + plan.clusterRange(net) + " of network " + fid;
+    return allocateNext(fid, plan.clusterFirst(net), plan.clusterLast(net), owner, name, "", true, 0, null)
+        .recover(err -> isExhausted(err) ? inClusterBlocks(rec, owner, refreshed) : Future.failedFuture(err));
+  }
+
+  private static boolean isExhausted(Throwable err) {
+    return err instanceof BlockGone || err instanceof IpamException e && e.reason() == Reason.EXHAUSTED;
+  }
+
+  private Future<Allocation> inClusterBlocks(NetworkRecord rec, Owner owner, boolean refreshed) {
+    String fid = rec.flannelId();
+    return clusterBlocks(fid).compose(blocks -> {
+      List<Cidr> active = new ArrayList<>();
+      List<Future<Boolean>> settling = new ArrayList<>();
+      for (Map.Entry<Cidr, String> b : blocks.entrySet()) {
+        if (BLOCK_ACTIVE.equals(b.getValue())) {
+          active.add(b.getKey());
+        } else {
+          settling.add(settleBlock(fid, b.getKey())); // a give-back that was cut off
+        }
+      }
+      return Future.join(settling).transform(x -> tryBlocks(rec, owner, active, 0, refreshed));
+    });
+  }
+
+  private Future<Allocation> tryBlocks(NetworkRecord rec, Owner owner, List<Cidr> active, int i, boolean refreshed) {
+    String fid = rec.flannelId();
+    if (i >= active.size()) {
+      if (!refreshed) {
+        // the cache may hold addresses freed behind this process's back (the garbage collector)
+        return loadCache(fid, true).compose(c -> allocateCluster(rec, owner, true));
+      }
+      return grow(rec).compose(b -> tryBlocks(rec, owner, List.of(b), 0, true));
+    }
+    Cidr b = active.get(i);
+    return allocateNext(fid, AddressPlan.nodeFirst(b), AddressPlan.nodeLast(b), owner, "cluster block " + b, "", true, 0,
+        new Guard(schema.clusterBlock(fid, b), BLOCK_ACTIVE))
+        .recover(err -> isExhausted(err) ? tryBlocks(rec, owner, active, i + 1, refreshed) : Future.failedFuture(err));
+  }
+
+  /** The blocks the cluster range grew into, and their state. Malformed keys are skipped. */
+  public Future<java.util.TreeMap<Cidr, String>> clusterBlocks(String fid) {
+    return etcd.list(schema.clusterBlocks(fid)).map(l -> {
+      java.util.TreeMap<Cidr, String> out = new java.util.TreeMap<>(java.util.Comparator.comparingLong(Cidr::base));
+      for (KeyValue kv : l.kvs()) {
+        try {
+          out.put(Cidr.fromKey(kv.key().substring(schema.clusterBlocks(fid).length())), kv.value());
+        } catch (IllegalArgumentException malformed) {
+          LOG.fine("skipping malformed cluster block key " + kv.key());
+        }
+      }
+      return out;
+    });
+  }
+
+  /** Takes the highest node block nobody leases for the cluster range. */
+  private Future<Cidr> grow(NetworkRecord rec) {
+    return grow(rec, 0);
+  }
+
+  private Future<Cidr> grow(NetworkRecord rec, int attempt) {
+    String fid = rec.flannelId();
+    return layout(rec).compose(lay -> Future.all(etcd.list(schema.subnets(fid)), clusterBlocks(fid)).compose(cf -> {
+      Listing leases = cf.resultAt(0);
+      java.util.TreeMap<Cidr, String> blocks = cf.resultAt(1);
+      Set<Cidr> taken = leasedBlocks(fid, leases, lay.hostSize());
+      taken.addAll(blocks.keySet());
+      Cidr free = null;
+      for (long b = lay.subnetMax().base(); b >= lay.subnetMin().base(); b -= lay.subnetMin().size()) {
+        Cidr c = new Cidr(b, lay.hostSize());
+        if (!taken.contains(c)) {
+          free = c;
+          break;
+        }
+      }
+      if (free == null) {
+        long count = (lay.subnetMax().base() - lay.subnetMin().base()) / lay.subnetMin().size() + 1;
+        return Future.failedFuture(new IpamException(Reason.EXHAUSTED, "network " + fid + " (" + rec.subnet()
+            + ") has no address left for Swarm VIPs and tasks: its cluster range " + plan.clusterRange(rec.subnet())
+            + " and the " + blocks.size() + " block(s) it grew into are full, and the other " + (count - blocks.size())
+            + " of its " + count + " /" + lay.hostSize() + " node blocks are leased by nodes; give networks more room"
+            + " with a shorter NETWORK_SUBNET_SIZE (now /" + rec.subnet().prefix() + "), or a shorter"
+            + " CLUSTER_SUBNET_SIZE (now /" + plan.clusterSize() + ")"));
+      }
+      Cidr chosen = free;
+      String key = schema.clusterBlock(fid, chosen);
+      return etcd.txn().ifAbsent(schema.subnet(fid, chosen)).ifAbsent(key).thenPut(key, BLOCK_ACTIVE).commit()
+          .compose(r -> {
+            if (r.succeeded()) {
+              LOG.info("the cluster range of network " + fid + " grew into " + chosen + " (" + (blocks.size() + 1)
+                  + " block(s) beyond " + plan.clusterRange(rec.subnet()) + ")");
+              return Future.succeededFuture(chosen);
+            }
+            if (attempt + 1 >= RACE_RETRIES) {
+              return Future.failedFuture(new IpamException(Reason.CONFLICT, "could not take a block of network " + fid
+                  + " for its cluster range after " + RACE_RETRIES + " races; retry"));
+            }
+            return grow(rec, attempt + 1);
+          });
+    }));
+  }
+
+  /** The node blocks a lease listing covers (a lease of another SubnetLen covers several or part of one). */
+  private Set<Cidr> leasedBlocks(String fid, Listing listing, int hostSize) {
+    Set<Cidr> taken = new HashSet<>();
+    for (KeyValue kv : listing.kvs()) {
+      Optional<Cidr> parsed = leaseBlock(kv.key().substring(schema.subnets(fid).length()));
+      if (parsed.isEmpty()) {
+        continue;
+      }
+      Cidr block = parsed.get();
+      for (long b = block.base(); b <= block.last(); b += Math.min(block.size(), 1L << (32 - hostSize))) {
+        taken.add(Cidr.containing(b, hostSize));
+      }
+    }
+    return taken;
+  }
+
+  /**
+   * Whether {@code address} is one the Swarm leader hands out: in the cluster range or in a block
+   * it grew into (a task's placeholder a node replaces with an address of its own block).
+   */
+  public Future<Boolean> isClusterAddress(NetworkRecord rec, long address) {
+    if (plan.clusterRange(rec.subnet()).contains(address)) {
+      return Future.succeededFuture(true);
+    }
+    if (!rec.subnet().contains(address)) {
+      return Future.succeededFuture(false);
+    }
+    return layout(rec).compose(lay -> etcd.get(schema.clusterBlock(rec.flannelId(),
+        Cidr.containing(address, lay.hostSize()))).map(Optional::isPresent));
+  }
+
+  /**
+   * The leader's release of {@code address}; when it was the last address of a block the cluster
+   * range grew into, the block is given back (nodes may lease it again).
+   */
+  public Future<Boolean> releaseCluster(NetworkRecord rec, long address, Predicate<Owner> allowed) {
+    String fid = rec.flannelId();
+    return release(fid, address, allowed).compose(released -> {
+      if (!released || plan.clusterRange(rec.subnet()).contains(address)) {
+        return Future.succeededFuture(released);
+      }
+      return layout(rec).compose(lay -> {
+        Cidr b = Cidr.containing(address, lay.hostSize());
+        Map<Long, Owner> c = used.get(fid);
+        if (c != null && c.keySet().stream().anyMatch(b::contains)) {
+          return Future.succeededFuture(released); // not the last one (as far as this process knows)
+        }
+        String key = schema.clusterBlock(fid, b);
+        return etcd.txn().ifValue(key, BLOCK_ACTIVE).thenPut(key, BLOCK_DRAINING).commit()
+            .compose(r -> r.succeeded() ? settleBlock(fid, b) : Future.succeededFuture(false))
+            .map(v -> released);
+      });
+    });
+  }
+
+  /** Gives back every grown block without an address; returns how many went. */
+  private Future<Integer> giveBackEmpty(String fid, Map<Cidr, String> blocks) {
+    return etcd.list(schema.allocations(fid)).compose(l -> {
+      List<Future<Boolean>> done = new ArrayList<>();
+      for (Cidr b : blocks.keySet()) {
+        boolean held = l.kvs().stream().map(kv -> kv.key().substring(schema.allocations(fid).length()))
+            .anyMatch(ip -> Ipv4.isValid(ip) && b.contains(Ipv4.parse(ip)));
+        if (held) {
+          continue;
+        }
+        String key = schema.clusterBlock(fid, b);
+        done.add(etcd.txn().ifValue(key, BLOCK_ACTIVE).thenPut(key, BLOCK_DRAINING).commit()
+            .compose(r -> BLOCK_DRAINING.equals(blocks.get(b)) || r.succeeded() ? settleBlock(fid, b)
+                : Future.succeededFuture(false)));
+      }
+      return Future.join(done).map(cf -> (int) done.stream().filter(f -> f.succeeded() && f.result()).count());
+    });
+  }
+
+  /**
+   * Ends a give-back: a draining block accepts no claim, so once it is draining a fresh read of
+   * its addresses is final. Empty, it goes; else it is active again.
+   */
+  private Future<Boolean> settleBlock(String fid, Cidr b) {
+    String key = schema.clusterBlock(fid, b);
+    return etcd.list(schema.allocations(fid)).compose(l -> {
+      long held = l.kvs().stream().map(kv -> kv.key().substring(schema.allocations(fid).length()))
+          .filter(Ipv4::isValid).filter(ip -> b.contains(Ipv4.parse(ip))).count();
+      Txn t = etcd.txn().ifValue(key, BLOCK_DRAINING);
+      t = held == 0 ? t.thenDelete(key) : t.thenPut(key, BLOCK_ACTIVE);
+      return t.commit().map(r -> {
+        if (r.succeeded() && held == 0) {
+          LOG.info("the cluster range of network " + fid + " gave " + b + " back (it holds no address)");
+        }
+        return r.succeeded() && held == 0;
+      });
+    });
+  }
+
+  /**
+   * A leader's request for a specific address in a block the cluster range grew into (a new
+   * leader re-allocating what Swarm holds): claimed only while the block is active.
+   */
+  public Future<Allocation> allocateSpecificCluster(NetworkRecord rec, long address, Owner owner) {
+    if (plan.clusterRange(rec.subnet()).contains(address)) {
+      return allocateSpecific(rec.flannelId(), address, owner);
+    }
+    return layout(rec).compose(lay -> {
+      Cidr b = Cidr.containing(address, lay.hostSize());
+      String key = schema.clusterBlock(rec.flannelId(), b);
+      return etcd.get(key).compose(kv -> kv.isPresent() && BLOCK_ACTIVE.equals(kv.get().value())
+          ? allocateSpecific(rec.flannelId(), address, owner, new Guard(key, BLOCK_ACTIVE))
+          : allocateSpecific(rec.flannelId(), address, owner));
     });
   }
 

@@ -20,8 +20,8 @@ import java.util.Optional;
  *
  * <p>A network's <b>cluster range(s)</b> hold the addresses the Swarm leader hands out (VIPs, task
  * placeholders, its gateway): from the network's base up to Flannel's {@code SubnetMin}, the first
- * node block (docs/address-plan.md). {@link #clusterRanges} is the one place that says so; a
- * layout with more than one range changes only it.
+ * node block (docs/address-plan.md), and every block the range grew into
+ * ({@code <P>/networks/<flannel-id>/cluster-blocks/<block>}, inside the network's own subnet).
  *
  * <p>Fed key by key ({@link #put}, {@link #remove}) from a snapshot or watch changes; not thread
  * safe (one plane's thread).
@@ -59,6 +59,8 @@ public final class NetworkScopes {
   private final Map<String, String> reservations = new HashMap<>();
   /** flannel-id → its config value. */
   private final Map<String, String> configs = new HashMap<>();
+  /** flannel-id → the blocks its cluster range grew into (from their keys). */
+  private final Map<String, java.util.Set<String>> grown = new HashMap<>();
   private final Map<String, Object> memo = new HashMap<>(); // flannel-id → Scope or the reason there is none
 
   public NetworkScopes(EtcdSchema schema) {
@@ -68,13 +70,16 @@ public final class NetworkScopes {
 
   /** Whether {@code key} is one this view reads (a reservation or a network config). */
   public boolean reads(String key) {
-    return key.startsWith(spacePrefix) || configOf(key) != null;
+    return key.startsWith(spacePrefix) || configOf(key) != null || grownOf(key) != null;
   }
 
   /** A reservation or a config was written; other keys are ignored. */
   public void put(String key, String value) {
     if (key.startsWith(spacePrefix)) {
       reservations.put(key, value);
+    } else if (grownOf(key) != null) {
+      String[] g = grownOf(key);
+      grown.computeIfAbsent(g[0], k -> new java.util.TreeSet<>()).add(g[1]);
     } else {
       String fid = configOf(key);
       if (fid == null) {
@@ -88,6 +93,15 @@ public final class NetworkScopes {
   public void remove(String key) {
     if (key.startsWith(spacePrefix)) {
       reservations.remove(key);
+    } else if (grownOf(key) != null) {
+      String[] g = grownOf(key);
+      java.util.Set<String> blocks = grown.get(g[0]);
+      if (blocks != null) {
+        blocks.remove(g[1]);
+        if (blocks.isEmpty()) {
+          grown.remove(g[0]);
+        }
+      }
     } else {
       String fid = configOf(key);
       if (fid == null) {
@@ -120,7 +134,7 @@ public final class NetworkScopes {
     try {
       JsonObject c = new JsonObject(config);
       subnet = Cidr.parse(string(c, "Network"));
-      ranges = clusterRanges(subnet, c);
+      ranges = new ArrayList<>(clusterRanges(subnet, c));
     } catch (RuntimeException e) {
       return "network " + fid + " has an unreadable config: " + e.getMessage();
     }
@@ -129,7 +143,17 @@ public final class NetworkScopes {
       return "network " + fid + "'s subnet " + subnet + " is not reserved for it at " + reservation
           + (reservations.containsKey(reservation) ? " (it is reserved for another network)" : "");
     }
-    return new Scope(fid, subnet, ranges);
+    for (String b : grown.getOrDefault(fid, java.util.Set.of())) {
+      try {
+        Cidr block = Cidr.fromKey(b);
+        if (subnet.contains(block.base()) && subnet.contains(block.last())) {
+          ranges.add(new Range(block.base(), block.last()));
+        }
+      } catch (IllegalArgumentException malformed) {
+        // not a block: it widens nothing
+      }
+    }
+    return new Scope(fid, subnet, List.copyOf(ranges));
   }
 
   /**
@@ -161,6 +185,20 @@ public final class NetworkScopes {
       throw new IllegalArgumentException("\"" + field + "\" is missing or not a string");
     }
     return s;
+  }
+
+  /** {flannel-id, block key} of {@code <P>/networks/<fid>/cluster-blocks/<block>}, else null. */
+  private String[] grownOf(String key) {
+    if (!key.startsWith(networksPrefix)) {
+      return null;
+    }
+    String rest = key.substring(networksPrefix.length());
+    int slash = rest.indexOf("/cluster-blocks/");
+    if (slash <= 0 || rest.substring(0, slash).contains("/")) {
+      return null;
+    }
+    String block = rest.substring(slash + "/cluster-blocks/".length());
+    return block.isEmpty() || block.contains("/") ? null : new String[] {rest.substring(0, slash), block};
   }
 
   /** The flannel-id of {@code <P>/networks/<fid>/config}, else null. */

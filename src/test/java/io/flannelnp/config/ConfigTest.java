@@ -82,7 +82,9 @@ class ConfigTest {
     assertThat(c.etcdEndpoints()).containsExactly(ENDPOINT);
     assertThat(c.etcdPrefix()).isEqualTo("/flannel");
     assertThat(c.etcdTls()).isEmpty();
-    assertThat(c.flannelOptions()).isEqualTo(new FlannelOptions(Optional.empty(), Optional.empty(), 60));
+    assertThat(c.flannelOptions()).isEqualTo(FlannelOptions.parse(""));
+    assertThat(c.flannelOptions().choosesInterface()).isFalse();
+    assertThat(c.subnetLeaseRenewSeconds()).as("the keep-alive's third of the TTL").isEqualTo(86400L / 3);
     assertThat(c.availableSubnets()).containsExactly(Cidr.parse("10.1.0.0/16"));
     assertThat(c.networkSubnetSize()).isEqualTo(20);
     assertThat(c.hostSubnetSize()).isEqualTo(25);
@@ -248,6 +250,11 @@ class ConfigTest {
     assertSingleLine(line);
     assertThat(line).contains("32 networks", "/20", "10.0.0.0/16", "10.1.0.0/16",
         "31 nodes per network", "/25", "125 container addresses per node");
+    // the default /20 network holds 1,000 tasks and 200 VIPs with up to 21 nodes on it
+    assertThat(c.clusterAddresses()).isEqualTo(125);
+    assertThat(c.clusterAddresses(21)).isEqualTo(125 + 10 * 125).isGreaterThanOrEqualTo(1000 + 200);
+    assertThat(line).contains("Swarm tasks + VIPs per network: 125 in the cluster range + 125 per node block no node"
+        + " leases (3625 with 3 nodes, 2750 with 10)");
   }
 
   @Test
@@ -441,8 +448,43 @@ class ConfigTest {
     assertBadSetting(failure("ETCD_ENDPOINTS", null), "ETCD_ENDPOINTS", "", "is required");
   }
 
+  /** As the original plugin's README writes them (flanneld and etcdctl read host:port as http://). */
+  @Test
+  void etcdEndpointsWithoutSchemeAreHttp() {
+    Config c = Config.fromEnv(Map.of("ETCD_ENDPOINTS", "172.16.0.2:2379,172.16.0.3:2379, etcd-3:2379",
+        "AVAILABLE_SUBNETS", SUBNETS), () -> "host-7");
+    assertThat(c.etcdEndpoints()).containsExactly("http://172.16.0.2:2379", "http://172.16.0.3:2379", "http://etcd-3:2379");
+    assertThat(c.etcdTls()).isEmpty();
+  }
+
   @ParameterizedTest
-  @ValueSource(strings = {"etcd1:2379", "ftp://10.0.0.5:2379", "unix:///run/etcd.sock", "tcp://10.0.0.5:2379"})
+  @ValueSource(strings = {"etcd1", "172.16.0.2", "172.16.0.2:0", "172.16.0.2:99999"})
+  void etcdEndpointWithoutSchemeStillNeedsAPort(String raw) {
+    assertBadSetting(failure("ETCD_ENDPOINTS", raw), "ETCD_ENDPOINTS", raw, "'" + raw + "'", "must name a host and a port");
+  }
+
+  /** The original plugin's README settings block, as its users pasted it, starts a daemon. */
+  @Test
+  void theOriginalPluginsExampleSettingsAreAccepted() {
+    Config c = Config.fromEnv(Map.of(
+        "ETCD_PREFIX", "/flannel/",
+        "ETCD_ENDPOINTS", "172.16.0.2:2379,172.16.0.3:2379,172.16.0.4:2379",
+        "DEFAULT_FLANNEL_OPTIONS", "-iface=enp7s0",
+        "AVAILABLE_SUBNETS", "10.1.0.0/16,10.10.0.0/16,10.20.0.0/16,10.30.0.0/16,10.50.0.0/16",
+        "NETWORK_SUBNET_SIZE", "18",
+        "DEFAULT_HOST_SUBNET_SIZE", "23",
+        "IS_HOOK_AVAILABLE", "true",
+        "DNS_DOCKER_COMPATIBILITY_MODE", "false"), () -> "host-7");
+    assertThat(c.etcdPrefix()).isEqualTo("/flannel");
+    assertThat(c.etcdEndpoints()).hasSize(3).allMatch(e -> e.startsWith("http://172.16.0."));
+    assertThat(c.flannelOptions().ifaces()).containsExactly("enp7s0");
+    assertThat(c.networkCapacity()).isEqualTo(5 * 4);
+    assertThat(c.hookAvailable()).isTrue();
+    assertThat(c.dnsDockerCompatibilityMode()).isFalse();
+  }
+
+  @ParameterizedTest
+  @ValueSource(strings = {"ftp://10.0.0.5:2379", "unix:///run/etcd.sock", "tcp://10.0.0.5:2379"})
   void etcdEndpointWithoutHttpSchemeIsRejected(String raw) {
     assertBadSetting(failure("ETCD_ENDPOINTS", raw), "ETCD_ENDPOINTS", raw, "'" + raw + "'",
         "must start with http:// or https://");
@@ -617,8 +659,29 @@ class ConfigTest {
 
   @Test
   void badFlannelOptionsAreRejectedAtLoad() {
-    ConfigException e = failure("DEFAULT_FLANNEL_OPTIONS", "-ip-masq=true");
-    assertBadSetting(e, "DEFAULT_FLANNEL_OPTIONS", "-ip-masq=true", "unknown flag -ip-masq");
+    ConfigException e = failure("DEFAULT_FLANNEL_OPTIONS", "-kube-subnet-mgr");
+    assertBadSetting(e, "DEFAULT_FLANNEL_OPTIONS", "-kube-subnet-mgr", "flanneld's flag -kube-subnet-mgr is not taken",
+        "not Kubernetes");
+  }
+
+  @Test
+  void flanneldVerbosityRaisesTheLogLevelButNeverLowersIt() {
+    assertThat(load("DEFAULT_FLANNEL_OPTIONS", "-v=1").logLevel()).isEqualTo("debug");
+    assertThat(load("DEFAULT_FLANNEL_OPTIONS", "-v=5").logLevel()).isEqualTo("trace");
+    assertThat(load("DEFAULT_FLANNEL_OPTIONS", "-v=0").logLevel()).isEqualTo("info");
+    assertThat(load("DEFAULT_FLANNEL_OPTIONS", "-v=1", "LOG_LEVEL", "trace").logLevel()).isEqualTo("trace");
+    assertThat(load("DEFAULT_FLANNEL_OPTIONS", "-v=2", "LOG_LEVEL", "warn").logLevel()).isEqualTo("debug");
+  }
+
+  @Test
+  void subnetLeaseRenewMarginIsHonouredAndMustBeShorterThanTheLease() {
+    assertThat(load("DEFAULT_FLANNEL_OPTIONS", "-subnet-lease-renew-margin=60").subnetLeaseRenewSeconds())
+        .as("flanneld's default with its 24 h lease: the keep-alive is sooner").isEqualTo(86400L / 3);
+    assertThat(load("DEFAULT_FLANNEL_OPTIONS", "-subnet-lease-renew-margin=1400").subnetLeaseRenewSeconds())
+        .isEqualTo(86400L - 1400 * 60);
+    assertThat(load("SUBNET_LEASE_TTL", "30").subnetLeaseRenewSeconds()).as("no margin given").isEqualTo(10);
+    ConfigException e = failure("DEFAULT_FLANNEL_OPTIONS", "-subnet-lease-renew-margin=1", "SUBNET_LEASE_TTL", "60");
+    assertBadSetting(e, "DEFAULT_FLANNEL_OPTIONS", "-subnet-lease-renew-margin=1", "not shorter than SUBNET_LEASE_TTL=60");
   }
 
   // ---- TLS ----------------------------------------------------------------------------------
@@ -759,8 +822,8 @@ class ConfigTest {
 
   @Test
   void newlineInFlannelOptionsStaysOneLine() {
-    ConfigException e = failure("DEFAULT_FLANNEL_OPTIONS", "-iface=eth0\n-iface=eth1");
-    assertThat(e.getMessage()).startsWith("invalid setting DEFAULT_FLANNEL_OPTIONS=\"-iface=eth0\\x0a-iface=eth1\": ");
+    ConfigException e = failure("DEFAULT_FLANNEL_OPTIONS", "-iface=eth0\n-bogus=1");
+    assertThat(e.getMessage()).startsWith("invalid setting DEFAULT_FLANNEL_OPTIONS=\"-iface=eth0\\x0a-bogus=1\": ");
     assertSingleLine(e.getMessage());
   }
 

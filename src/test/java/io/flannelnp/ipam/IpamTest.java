@@ -276,6 +276,28 @@ class IpamTest extends EtcdFixture {
     assertThat(await(store.leaseTtl(lease.leaseId()))).isEqualTo(-1L);
   }
 
+  /**
+   * -subnet-lease-renew-margin=1 with a 75 s lease: renewed at the latest 60 s before expiry (every
+   * 15 s), sooner than the keep-alive stream's third of the TTL (25 s), so the lease never has
+   * less than a minute left.
+   */
+  @Test
+  @Timeout(value = 90, unit = TimeUnit.SECONDS)
+  void subnetLeaseRenewMarginRenewsTheLeaseBeforeItsMarginIsReached() throws Exception {
+    create(daemon(), FID);
+    Config c = config("SUBNET_LEASE_TTL", "75", "DEFAULT_FLANNEL_OPTIONS", "-subnet-lease-renew-margin=1");
+    assertThat(c.subnetLeaseRenewSeconds()).isEqualTo(15);
+    Ipam.NodeLease lease = await(daemon(c).ensureNodeLease(FID, "node-a", "198.18.0.11"));
+    long least = Long.MAX_VALUE;
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(34);
+    while (System.nanoTime() < deadline) {
+      least = Math.min(least, await(store.leaseTtl(lease.leaseId())));
+      Thread.sleep(1000);
+    }
+    // without the margin the stream renews after ~26 s, when 49 s are left
+    assertThat(least).isGreaterThanOrEqualTo(57);
+  }
+
   @Test
   void aRestartedDaemonWithTheSamePublicIpTakesTheSameBlockBackAndAnotherIpGetsTheNext() throws Exception {
     create(daemon(), FID);
@@ -377,7 +399,7 @@ class IpamTest extends EtcdFixture {
     long last = plan.clusterLast(rec.subnet());
     assertThat(Ipv4.format(first)).isEqualTo("10.60.0.2");
     assertThat(Ipv4.format(last)).isEqualTo("10.60.0.126");
-    // the range name and hint IpamApi passes for the leader's requests
+    // allocateNext over one range (IpamApi asks allocateCluster, which grows past it)
     String range = "the cluster range " + plan.clusterRange(rec.subnet()) + " of network " + FID;
     String hint = "it holds the Swarm VIPs and task addresses of the network; give it more room with a shorter"
         + " CLUSTER_SUBNET_SIZE (now /" + plan.clusterSize() + ")";
@@ -396,6 +418,93 @@ class IpamTest extends EtcdFixture {
     assertThat(await(leader.release(FID, ip("10.60.0.77"), o -> o.space() == Space.GLOBAL))).isTrue();
     assertThat(await(leader.allocateNext(FID, first, last, Owner.leader(Kind.PLACEHOLDER, "m1"), range, hint)).ip())
         .isEqualTo("10.60.0.77");
+  }
+
+  /**
+   * A /24 network of /26 blocks: the cluster range (61 addresses) grows into the highest blocks no
+   * node leases, a node never leases a block the range holds, exhaustion names the settings, and
+   * a block whose last address is released goes back to the nodes.
+   */
+  @Test
+  void theClusterRangeGrowsIntoFreeBlocksFromTheTopAndGivesThemBack() throws Exception {
+    Config small = config("NETWORK_SUBNET_SIZE", "24", "DEFAULT_HOST_SUBNET_SIZE", "26");
+    Ipam leader = daemon(small);
+    NetworkRecord rec = create(leader, FID);
+    assertThat(rec.subnet()).isEqualTo(cidr("10.60.0.0/24"));
+    assertThat(await(daemon(small).ensureNodeLease(FID, "node-a", "198.18.0.11")).block()).isEqualTo(cidr("10.60.0.64/26"));
+    List<String> got = new ArrayList<>();
+    for (int i = 0; i < 61 + 61; i++) {
+      got.add(await(leader.allocateCluster(rec, Owner.leader(Kind.PLACEHOLDER, "m1"))).ip());
+    }
+    assertThat(got).doesNotHaveDuplicates();
+    assertThat(got.subList(0, 61)).allMatch(a -> cidr("10.60.0.0/26").contains(ip(a)));
+    assertThat(got.subList(61, 122)).as("the highest free block first").allMatch(a -> cidr("10.60.0.192/26").contains(ip(a)))
+        .doesNotContain("10.60.0.192", "10.60.0.193", "10.60.0.255");
+    assertThat(keys(schema.clusterBlocks(FID))).containsExactly(prefix + "/networks/" + FID + "/cluster-blocks/10.60.0.192-26");
+    // a node that comes now gets the block below, never one the range holds
+    Ipam nodeB = daemon(small);
+    assertThat(await(nodeB.ensureNodeLease(FID, "node-b", "198.18.0.12")).block()).isEqualTo(cidr("10.60.0.128/26"));
+    IpamException full = refusal(leader.allocateCluster(rec, Owner.leader(Kind.VIP, "m1")));
+    assertThat(full.reason()).isEqualTo(Reason.EXHAUSTED);
+    assertThat(full.getMessage()).contains("Swarm VIPs and tasks", "NETWORK_SUBNET_SIZE (now /24)", "CLUSTER_SUBNET_SIZE",
+        "10.60.0.0/26", "1 block(s)");
+    IpamException noBlock = refusal(daemon(small).ensureNodeLease(FID, "node-c", "198.18.0.13"));
+    assertThat(noBlock.getMessage()).contains("1 of them hold Swarm VIPs and tasks");
+    // releasing every address of the grown block gives it back; the base range keeps its own
+    for (String a : got.subList(61, 122)) {
+      assertThat(await(leader.releaseCluster(rec, ip(a), o -> o.space() == Space.GLOBAL))).isTrue();
+    }
+    assertThat(keys(schema.clusterBlocks(FID))).isEmpty();
+    assertThat(await(daemon(small).ensureNodeLease(FID, "node-c", "198.18.0.13")).block()).isEqualTo(cidr("10.60.0.192/26"));
+    // a released address of the base range is reused; the range cannot grow while every block is leased
+    assertThat(await(leader.releaseCluster(rec, ip(got.get(5)), o -> o.space() == Space.GLOBAL))).isTrue();
+    assertThat(await(leader.allocateCluster(rec, Owner.leader(Kind.VIP, "m1"))).ip()).isEqualTo(got.get(5));
+    assertThat(refusal(leader.allocateCluster(rec, Owner.leader(Kind.VIP, "m1"))).reason()).isEqualTo(Reason.EXHAUSTED);
+  }
+
+  /** A grown block whose addresses went behind the leader's back (the garbage collector) goes back when a node needs it. */
+  @Test
+  void aNodeFindingNoFreeBlockGetsAGrownBlockThatNoLongerHoldsAnAddress() throws Exception {
+    Config small = config("NETWORK_SUBNET_SIZE", "24", "DEFAULT_HOST_SUBNET_SIZE", "26");
+    Ipam leader = daemon(small);
+    NetworkRecord rec = create(leader, FID);
+    await(daemon(small).ensureNodeLease(FID, "node-a", "198.18.0.11"));
+    await(daemon(small).ensureNodeLease(FID, "node-b", "198.18.0.12"));
+    List<String> grown = new ArrayList<>();
+    for (int i = 0; i < 61 + 3; i++) {
+      String a = await(leader.allocateCluster(rec, Owner.leader(Kind.PLACEHOLDER, "m1"))).ip();
+      if (cidr("10.60.0.192/26").contains(ip(a))) {
+        grown.add(a);
+      }
+    }
+    assertThat(grown).hasSize(3);
+    for (String a : grown) {
+      await(store.delete(schema.allocation(FID, a))); // what the garbage collector does
+    }
+    assertThat(await(daemon(small).ensureNodeLease(FID, "node-c", "198.18.0.13")).block()).isEqualTo(cidr("10.60.0.192/26"));
+    assertThat(keys(schema.clusterBlocks(FID))).isEmpty();
+    IpamException full = refusal(leader.allocateCluster(rec, Owner.leader(Kind.VIP, "m1")));
+    assertThat(full.reason()).isEqualTo(Reason.EXHAUSTED);
+  }
+
+  /** A give-back cut off after marking the block draining is finished by the next search: nothing is stuck. */
+  @Test
+  void aClusterBlockLeftDrainingIsSettledByTheNextAllocation() throws Exception {
+    Config small = config("NETWORK_SUBNET_SIZE", "24", "DEFAULT_HOST_SUBNET_SIZE", "26");
+    Ipam leader = daemon(small);
+    NetworkRecord rec = create(leader, FID);
+    for (int i = 0; i < 62; i++) {
+      await(leader.allocateCluster(rec, Owner.leader(Kind.PLACEHOLDER, "m1")));
+    }
+    String key = schema.clusterBlock(FID, cidr("10.60.0.192/26"));
+    assertThat(await(store.get(key)).orElseThrow().value()).isEqualTo(Ipam.BLOCK_ACTIVE);
+    await(store.put(key, Ipam.BLOCK_DRAINING)); // as if the daemon died between the two steps, with an address held
+    Ipam other = daemon(small);
+    for (int i = 0; i < 3; i++) {
+      await(other.allocateCluster(rec, Owner.leader(Kind.PLACEHOLDER, "m2")));
+    }
+    assertThat(await(store.get(key)).orElseThrow().value()).as("held addresses: active again").isEqualTo(Ipam.BLOCK_ACTIVE);
+    assertThat(keys(schema.clusterBlocks(FID))).hasSize(1);
   }
 
   @Test

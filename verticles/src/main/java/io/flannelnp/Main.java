@@ -43,6 +43,7 @@ public final class Main {
     log.info("flannel-np starting on node " + config.nodeName() + ", etcd " + String.join(",", config.etcdEndpoints())
         + " prefix " + config.etcdPrefix());
     log.info(config.capacityLine());
+    config.flannelOptions().notes().forEach(log::info);
 
     Daemon daemon = new Daemon(config);
     CountDownLatch stop = new CountDownLatch(1);

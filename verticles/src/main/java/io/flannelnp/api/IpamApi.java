@@ -227,7 +227,7 @@ public final class IpamApi {
     });
   }
 
-  /** The leader's requests: its gateway, VIPs and task placeholders, all in the cluster range. */
+  /** The leader's requests: its gateway, VIPs and task placeholders, all in the cluster range (grown as needed). */
   private Future<Allocation> leaderAddress(NetworkRecord rec, Optional<Long> want, boolean gateway) {
     Cidr net = rec.subnet();
     String fid = rec.flannelId();
@@ -245,12 +245,10 @@ public final class IpamApi {
         return Future.failedFuture(new PluginError("address " + Ipv4.format(a) + " is reserved in " + net
             + " (a network, gateway, VTEP or broadcast address)"));
       }
-      return ipam.allocateSpecific(fid, a, Owner.leader(Kind.PLACEHOLDER, node));
+      return ipam.allocateSpecificCluster(rec, a, Owner.leader(Kind.PLACEHOLDER, node));
     }
-    return ipam.allocateNext(fid, plan.clusterFirst(net), plan.clusterLast(net), Owner.leader(Kind.PLACEHOLDER, node),
-        "the cluster range " + plan.clusterRange(net) + " of network " + fid,
-        "it holds the Swarm VIPs and task addresses of the network; give it more room with a shorter CLUSTER_SUBNET_SIZE (now /"
-            + plan.clusterSize() + ")");
+    // the cluster range, growing into the network's free node blocks when it is full
+    return ipam.allocateCluster(rec, Owner.leader(Kind.PLACEHOLDER, node));
   }
 
   /** A node's requests: its gateway and its containers, all in its own block. */
@@ -279,17 +277,19 @@ public final class IpamApi {
         }
         return ipam.allocateSpecific(fid, a, Owner.container(node, mac, ""));
       }
-      if (plan.clusterRange(net).contains(a)) {
-        // A leader-chosen task address: this node gives the container one of its own. A retry
-        // for the same placeholder (and MAC, if Docker names one) gets the same address back.
-        String ph = Ipv4.format(a);
-        return untagged(fid, mac, ph).compose(found -> found.isPresent() ? Future.succeededFuture(found.get())
-            : ipam.allocateNext(fid, AddressPlan.nodeFirst(block), AddressPlan.nodeLast(block),
-                Owner.container(node, mac, ph), blockName, hint));
-      }
-      Cidr other = Cidr.containing(a, block.prefix());
-      return Future.failedFuture(new PluginError("address " + Ipv4.format(a) + " is in node block " + other
-          + ", not in this node's block " + block + "; a container on this node can only have an address of " + block));
+      return ipam.isClusterAddress(rec, a).compose(leaderChosen -> {
+        if (leaderChosen) {
+          // A leader-chosen task address: this node gives the container one of its own. A retry
+          // for the same placeholder (and MAC, if Docker names one) gets the same address back.
+          String ph = Ipv4.format(a);
+          return untagged(fid, mac, ph).compose(found -> found.isPresent() ? Future.succeededFuture(found.get())
+              : ipam.allocateNext(fid, AddressPlan.nodeFirst(block), AddressPlan.nodeLast(block),
+                  Owner.container(node, mac, ph), blockName, hint));
+        }
+        Cidr other = Cidr.containing(a, block.prefix());
+        return Future.failedFuture(new PluginError("address " + Ipv4.format(a) + " is in node block " + other
+            + ", not in this node's block " + block + "; a container on this node can only have an address of " + block));
+      });
     });
   }
 
@@ -326,7 +326,7 @@ public final class IpamApi {
   private Future<Boolean> releaseGlobal(String fid, long a) {
     return ipam.network(fid).compose(rec -> {
       if (a != plan.clusterGateway(rec.subnet())) {
-        return ipam.release(fid, a, o -> o.space() == Space.GLOBAL);
+        return ipam.releaseCluster(rec, a, o -> o.space() == Space.GLOBAL);
       }
       return ipam.freed(fid).compose(freed -> {
         if (!freed) {

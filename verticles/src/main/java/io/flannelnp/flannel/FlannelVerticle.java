@@ -113,6 +113,8 @@ public final class FlannelVerticle extends ReconcilerVerticle {
   private final Kernel kernel;
   /** This node's public IP once resolved (in the kernel's namespace). */
   private volatile String publicIp;
+  /** The uplink of the last full pass (Backend.DirectRouting peers arrive on it). */
+  private volatile String uplinkName;
   /** flannel ID → when EnsureNetwork or AttachEndpoint last asked for its bridge (System.nanoTime). */
   private final Map<String, Long> ensured = new ConcurrentHashMap<>();
   /** The networks of the last pass (worker-confined: passes run one at a time). */
@@ -243,7 +245,9 @@ public final class FlannelVerticle extends ReconcilerVerticle {
     VxlanPlan plan = null;
     if (known != null) {
       plan = VxlanPlan.compute(schema, state.kvs().values(), known, leaseCache, carved);
-      if (!periodic && trusted != null && trusted.sameShape(plan, known)) {
+      // Backend.DirectRouting depends on the uplink's addresses, which only a full pass reads
+      if (!periodic && trusted != null && trusted.sameShape(plan, known)
+          && plan.networks().values().stream().noneMatch(VxlanPlan.Network::directRouting)) {
         return partial(plan, known, rev);
       }
     }
@@ -310,10 +314,17 @@ public final class FlannelVerticle extends ReconcilerVerticle {
 
     // the VXLAN plane; skipped (never torn down) while the public IP or the uplink is unknown
     VxlanSync vx = null;
+    List<String> direct = List.of();
+    int directCount = 0;
     if (ip != null) {
       try {
         VxlanSync.Uplink up = uplink(links, routes, ip);
-        vx = new VxlanSync(plan.own(), links, ip, up, plan.frozen());
+        Link upLink = up.name() == null ? null : links.get(up.name());
+        DirectRoutes.Split split = DirectRoutes.split(plan.own(), upLink == null ? List.of() : upLink.ipv4());
+        direct = up.name() == null ? List.of() : DirectRoutes.diff(split.direct(), up.name(), routes);
+        directCount = split.direct().size();
+        uplinkName = up.name();
+        vx = new VxlanSync(split.viaVxlan(), links, ip, up, plan.frozen());
         vx.diffDevices();
         Map<String, JsonArray> fdbs = new HashMap<>();
         if (!vx.kept.isEmpty()) {
@@ -378,6 +389,11 @@ public final class FlannelVerticle extends ReconcilerVerticle {
       lines += applyAll("ip", vx.links, rev, errors);
       lines += applyAll("bridge", vx.fdb, rev, errors);
       lines += applyAll("ip", vx.routes, rev, errors);
+      lines += applyAll("ip", direct, rev, errors);
+      if (directCount > 0) {
+        summary.append(", ").append(directCount).append(directCount == 1 ? " peer" : " peers")
+            .append(" routed directly on ").append(uplinkName);
+      }
     }
     staleFids.forEach(ensured::remove);
     summary.append("; ").append(lines == 0 ? "no kernel changes" : lines + " kernel changes");
@@ -459,13 +475,15 @@ public final class FlannelVerticle extends ReconcilerVerticle {
    * pass and after a failure; replaced in one transaction when it differs.
    */
   private String syncIsolation(VxlanPlan plan, boolean periodic, long rev) throws KernelException {
-    Isolation.Model want = Isolation.desired(plan.networks().values());
+    String up = uplinkName;
+    Isolation.Model want = Isolation.desired(plan.networks().values(), up);
     if (!periodic && want.equals(nftVerified)) {
       return "nft unchanged";
     }
     // Docker's FORWARD DROP: checked when the networks change and on every periodic pass (an
     // operator may flush DOCKER-USER; dockerd may start after us); two `iptables -C` when in place.
-    if (kernel.dockerUserAccept(!want.absent())) {
+    boolean anyDirect = plan.networks().values().stream().anyMatch(VxlanPlan.Network::directRouting);
+    if (kernel.dockerUserAccept(!want.absent(), anyDirect)) {
       LOG.info("DOCKER-USER: flannel.* ACCEPT rules " + (want.absent() ? "removed" : "added"));
     }
     Isolation.Model have;
@@ -486,7 +504,7 @@ public final class FlannelVerticle extends ReconcilerVerticle {
       nftVerified = want;
       return "no nft table needed";
     }
-    String script = Isolation.script(plan.networks().values());
+    String script = Isolation.script(plan.networks().values(), up);
     try {
       Applied a = kernel.nftBatch(script);
       publish(new Observed.KernelBatch(plane(), a.tool(), a.text(), true, "", a.micros(), rev));
@@ -500,79 +518,55 @@ public final class FlannelVerticle extends ReconcilerVerticle {
   }
 
   /**
-   * This node's public IP, as flanneld picks it: -public-ip; else -iface (an address is taken as
-   * is, a name gives its first IPv4 address); else the first IPv4 address of the default route's
-   * device. Resolved in the kernel's namespace; kept once known.
+   * This node's public IP, as flanneld picks it (see {@link Uplinks}), resolved in the kernel's
+   * namespace; kept once known.
    */
   private String publicIp(Map<String, Link> links, JsonArray routes) {
     String ip = publicIp;
     if (ip != null) {
       return ip;
     }
-    Optional<String> opt = config.flannelOptions().publicIp();
-    Optional<String> iface = config.flannelOptions().iface();
-    if (opt.isPresent()) {
-      ip = Kernel.ipv4(opt.get());
-    } else if (iface.isPresent() && iface.get().matches("[0-9.]+")) {
-      ip = Kernel.ipv4(iface.get());
-    } else {
-      String dev = iface.orElse(null);
-      if (dev == null) {
-        dev = defaultRouteDevice(routes, links).orElseThrow(() -> new Refused(Failure.UNAVAILABLE,
-            "no default route in " + kernel.where() + " to find this node's public IP; set -iface or -public-ip"
-                + " in DEFAULT_FLANNEL_OPTIONS"));
-      }
-      Link l = links.get(dev);
-      if (l == null) {
-        throw new Refused(Failure.UNAVAILABLE, "-iface " + dev + " (DEFAULT_FLANNEL_OPTIONS): no such interface in "
-            + kernel.where());
-      }
-      if (l.ipv4().isEmpty()) {
-        throw new Refused(Failure.UNAVAILABLE, "interface " + dev + " has no IPv4 address; set -public-ip in"
-            + " DEFAULT_FLANNEL_OPTIONS");
-      }
-      String a = l.ipv4().get(0);
-      ip = a.substring(0, a.indexOf('/'));
-    }
+    Uplinks.Choice c = choice(links, routes);
+    ip = Kernel.ipv4(c.publicIp());
     publicIp = ip;
-    LOG.info("node " + config.nodeName() + ": public IP " + ip + " (VXLAN underlay in " + kernel.where() + ")");
+    LOG.info("node " + config.nodeName() + ": public IP " + ip + " (VXLAN underlay in " + kernel.where() + ", "
+        + c.iface().map(i -> "interface " + i.name() + ", ").orElse("") + "chosen by " + c.why() + ")");
     return ip;
   }
 
   /**
-   * The interface VXLAN packets leave by, and its MTU: -iface (a name, or the interface holding
-   * that address); else the default route's device; else the interface holding the public IP;
-   * else none (the device is then bound to no interface) with an MTU of 1500.
+   * The interface VXLAN packets leave by, and its MTU, as DEFAULT_FLANNEL_OPTIONS choose it; with
+   * none chosen, the device is bound to no interface and the MTU is 1500.
    */
   private VxlanSync.Uplink uplink(Map<String, Link> links, JsonArray routes, String ip) {
-    Optional<String> iface = config.flannelOptions().iface();
-    if (iface.isPresent()) {
-      String v = iface.get();
-      String name = v.matches("[0-9.]+") ? holder(links, v).orElseThrow(() -> new Refused(Failure.UNAVAILABLE,
-          "-iface " + v + " (DEFAULT_FLANNEL_OPTIONS): no interface in " + kernel.where() + " holds that address")) : v;
-      Link l = links.get(name);
-      if (l == null) {
-        throw new Refused(Failure.UNAVAILABLE, "-iface " + v + " (DEFAULT_FLANNEL_OPTIONS): no such interface in "
-            + kernel.where());
-      }
-      return new VxlanSync.Uplink(name, l.mtu());
-    }
-    Optional<String> dev = defaultRouteDevice(routes, links);
-    if (dev.isEmpty() && ip != null) {
-      dev = holder(links, ip);
-    }
-    return dev.map(d -> new VxlanSync.Uplink(d, links.get(d).mtu())).orElse(new VxlanSync.Uplink(null, DEFAULT_UPLINK_MTU));
+    return choice(links, routes).iface().map(i -> new VxlanSync.Uplink(i.name(), i.mtu()))
+        .orElse(new VxlanSync.Uplink(null, DEFAULT_UPLINK_MTU));
   }
 
-  private static Optional<String> holder(Map<String, Link> links, String ip) {
+  /** flanneld's choice of interface ({@link Uplinks}) from the kernel's links and routes. */
+  private Uplinks.Choice choice(Map<String, Link> links, JsonArray routes) {
+    List<Uplinks.Iface> ifaces = new ArrayList<>();
     for (Link l : links.values()) {
-      for (String a : l.ipv4()) {
-        if (a.startsWith(ip + "/")) {
-          return Optional.of(l.name());
-        }
-      }
+      ifaces.add(new Uplinks.Iface(l.name(), l.mtu(), l.ipv4()));
     }
-    return Optional.empty();
+    try {
+      return Uplinks.choose(config.flannelOptions(), ifaces, defaultRouteDevice(routes, links), this::routeGet);
+    } catch (Uplinks.NoUplink e) {
+      throw new Refused(Failure.UNAVAILABLE, e.getMessage() + " (in " + kernel.where() + ")");
+    }
+  }
+
+  /** {@code ip route get ADDR}: the device and source address the kernel would use. */
+  private Optional<Uplinks.Route> routeGet(String address) {
+    try {
+      JsonArray r = parse(kernel.ipJson("-4", "route", "get", Kernel.ipv4(address)), "ip route get " + address);
+      if (r.isEmpty() || !(r.getValue(0) instanceof JsonObject j) || j.getString("dev") == null) {
+        return Optional.empty();
+      }
+      return Optional.of(new Uplinks.Route(j.getString("dev"), Optional.ofNullable(j.getString("prefsrc"))));
+    } catch (KernelException e) {
+      return Optional.empty(); // unreachable: no interface reaches it
+    }
   }
 
   /** The device of the default route with the lowest metric that exists in {@code links}. */
@@ -673,7 +667,7 @@ public final class FlannelVerticle extends ReconcilerVerticle {
     ensured.put(req.flannelId(), System.nanoTime());
     return () -> {
       Map<String, Link> links = links();
-      int mtu = uplinkMtu(links) - VXLAN_OVERHEAD;
+      int mtu = uplinkMtu() - VXLAN_OVERHEAD;
       if (mtu < 68) {
         throw new Refused(Failure.INTERNAL, "the uplink's MTU " + (mtu + VXLAN_OVERHEAD)
             + " leaves no room for VXLAN's " + VXLAN_OVERHEAD + " bytes");
@@ -753,60 +747,26 @@ public final class FlannelVerticle extends ReconcilerVerticle {
   }
 
   /**
-   * The uplink's MTU: -iface (a name or an address of this node) if given, else the device of the
-   * default route with the lowest metric, else {@value #DEFAULT_UPLINK_MTU}.
+   * The uplink's MTU: the interface DEFAULT_FLANNEL_OPTIONS choose (or the default route's), else
+   * {@value #DEFAULT_UPLINK_MTU} when no flag names one and there is no default route.
    */
-  private int uplinkMtu(Map<String, Link> links) throws KernelException {
-    Optional<String> iface = config.flannelOptions().iface();
-    if (iface.isPresent()) {
-      String v = iface.get();
-      String name = v;
-      if (v.matches("[0-9.]+")) {
-        String ip;
-        try {
-          ip = Kernel.ipv4(v);
-        } catch (IllegalArgumentException e) {
-          throw new Refused(Failure.UNAVAILABLE, "-iface " + v + " (DEFAULT_FLANNEL_OPTIONS) is neither an interface"
-              + " name nor an IPv4 address");
-        }
-        name = interfaceHolding(ip).orElseThrow(() -> new Refused(Failure.UNAVAILABLE,
-            "-iface " + v + " (DEFAULT_FLANNEL_OPTIONS): no interface in " + kernel.where() + " holds that address"));
-      }
-      Link l = links.get(name);
-      if (l == null) {
-        throw new Refused(Failure.UNAVAILABLE, "-iface " + v + " (DEFAULT_FLANNEL_OPTIONS): no such interface in "
-            + kernel.where());
-      }
-      return l.mtu();
-    }
-    Optional<String> dev = defaultRouteDevice(
-        parse(kernel.ipJson("route", "show", "default"), "ip route show default"), links);
-    if (dev.isPresent()) {
-      return links.get(dev.get()).mtu();
-    }
-    // no default route (a lab host): the interface that holds the public IP, as for the VXLAN device
-    String ip = publicIp != null ? publicIp : config.flannelOptions().publicIp().orElse(null);
-    if (ip != null) {
-      Optional<String> holder = interfaceHolding(ip);
-      if (holder.isPresent() && links.get(holder.get()) != null) {
-        return links.get(holder.get()).mtu();
+  private int uplinkMtu() throws KernelException {
+    Map<String, Link> links = new LinkedHashMap<>();
+    for (Object o : parse(kernel.ipJson("-d", "addr", "show"), "ip -d addr show")) {
+      if (o instanceof JsonObject j && j.getString("ifname") != null) {
+        Link l = Link.of(j);
+        links.put(l.name(), l);
       }
     }
-    return DEFAULT_UPLINK_MTU;
-  }
-
-  private Optional<String> interfaceHolding(String address) throws KernelException {
-    for (Object o : parse(kernel.ipJson("addr", "show"), "ip addr show")) {
-      if (o instanceof JsonObject l) {
-        JsonArray infos = l.getJsonArray("addr_info", new JsonArray());
-        for (Object i : infos) {
-          if (i instanceof JsonObject a && "inet".equals(a.getString("family")) && address.equals(a.getString("local"))) {
-            return Optional.ofNullable(l.getString("ifname"));
-          }
-        }
+    try {
+      return choice(links, parse(kernel.ipJson("route", "show", "default"), "ip route show default")).iface()
+          .map(Uplinks.Iface::mtu).orElse(DEFAULT_UPLINK_MTU);
+    } catch (Refused e) {
+      if (config.flannelOptions().choosesInterface()) {
+        throw e;
       }
+      return DEFAULT_UPLINK_MTU; // no default route (a lab host) and nothing named
     }
-    return Optional.empty();
   }
 
   /** The IPv4 addresses of a link as "a.b.c.d/len". */

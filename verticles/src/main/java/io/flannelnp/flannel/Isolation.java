@@ -60,6 +60,14 @@ final class Isolation {
 
   /** What the table should hold; {@link Model#ABSENT} when there is no network. */
   static Model desired(Collection<Network> networks) {
+    return desired(networks, null);
+  }
+
+  /**
+   * As {@link #desired(Collection)}; a network with Backend.DirectRouting also accepts its own
+   * traffic from {@code uplink}, where directly routed peers' packets arrive.
+   */
+  static Model desired(Collection<Network> networks, String uplink) {
     List<Network> ns = sorted(networks);
     if (ns.isEmpty()) {
       return Model.ABSENT;
@@ -68,7 +76,7 @@ final class Isolation {
     List<String> isolate = new ArrayList<>();
     for (Network n : ns) {
       elements.add(n.subnet().toString());
-      for (String dev : devices(n)) {
+      for (String dev : devices(n, uplink)) {
         isolate.add("meta:iifname==" + dev + " ip.saddr==" + n.subnet() + " ip.daddr==" + n.subnet() + " accept");
       }
     }
@@ -89,6 +97,10 @@ final class Isolation {
    * With no network it only deletes the table.
    */
   static String script(Collection<Network> networks) {
+    return script(networks, null);
+  }
+
+  static String script(Collection<Network> networks, String uplink) {
     List<Network> ns = sorted(networks);
     StringBuilder b = new StringBuilder();
     b.append("table ").append(FAMILY).append(' ').append(TABLE).append(" {}\n");
@@ -109,7 +121,7 @@ final class Isolation {
     b.append("\t\tip daddr @networks jump isolate comment \"to a flannel-np network\"\n\t}\n");
     b.append("\tchain isolate {\n");
     for (Network n : ns) {
-      for (String dev : devices(n)) {
+      for (String dev : devices(n, uplink)) {
         b.append("\t\tiifname \"").append(dev).append("\" ip saddr ").append(n.subnet()).append(" ip daddr ")
             .append(n.subnet()).append(" accept comment \"").append(comment(n, dev)).append("\"\n");
       }
@@ -223,18 +235,22 @@ final class Isolation {
   }
 
   /** The devices whose traffic may reach network n: its bridge, and its VXLAN device. */
-  private static List<String> devices(Network n) {
+  private static List<String> devices(Network n, String uplink) {
     List<String> out = new ArrayList<>();
     out.add(n.bridge());
     if (n.device() != null) {
       out.add(n.device());
+    }
+    if (n.directRouting() && uplink != null) {
+      out.add(uplink);
     }
     return out;
   }
 
   private static String comment(Network n, String dev) {
     String fid = n.flannelId().length() > 64 ? n.flannelId().substring(0, 64) + "..." : n.flannelId();
-    return "network " + fid + (dev.startsWith(Names.VXLAN_PREFIX) ? " from its VXLAN device" : " from its bridge");
+    return "network " + fid + (dev.startsWith(Names.VXLAN_PREFIX) ? " from its VXLAN device"
+        : Names.isBridge(dev) ? " from its bridge" : " from directly routed peers");
   }
 
   private static List<Network> sorted(Collection<Network> networks) {

@@ -196,6 +196,16 @@ public final class Kernel {
    * iptables off); true when it changed a rule.
    */
   public boolean dockerUserAccept(boolean present) throws KernelException {
+    return dockerUserAccept(present, false);
+  }
+
+  /**
+   * As {@link #dockerUserAccept(boolean)}; with {@code direct} (a network has Backend.DirectRouting)
+   * also packets into and out of flannel-np bridges whatever the other interface, as directly
+   * routed peers' traffic enters and leaves by the uplink (the isolation table still passes only
+   * a network's own addresses to it).
+   */
+  public boolean dockerUserAccept(boolean present, boolean direct) throws KernelException {
     List<String> base = new ArrayList<>();
     netns.ifPresent(n -> base.addAll(List.of("ip", "netns", "exec", n)));
     base.addAll(List.of("iptables", "-w", "5"));
@@ -208,17 +218,21 @@ public final class Kernel {
     // br_netfilter (dockerd loads it) also sends frames bridged between two containers on one
     // flannel-np bridge through FORWARD: without the third rule same-node traffic is dropped.
     String bridges = Names.BRIDGE_PREFIX + "+";
-    for (List<String> match : List.of(List.of("-i", "flannel.+"), List.of("-o", "flannel.+"),
-        List.of("-i", bridges, "-o", bridges))) {
+    List<List<String>> matches = List.of(List.of("-i", "flannel.+"), List.of("-o", "flannel.+"),
+        List.of("-i", bridges, "-o", bridges), List.of("-i", bridges), List.of("-o", bridges));
+    for (int m = 0; m < matches.size(); m++) {
       List<String> rule = new ArrayList<>(List.of("DOCKER-USER"));
-      rule.addAll(match);
-      rule.addAll(List.of("-m", "comment", "--comment", "flannel-np", "-j", "ACCEPT"));
+      rule.addAll(matches.get(m));
+      boolean directRule = m >= 3;
+      rule.addAll(List.of("-m", "comment", "--comment", directRule ? "flannel-np direct routing" : "flannel-np", "-j",
+          "ACCEPT"));
+      boolean want = present && (!directRule || direct);
       List<String> check = new ArrayList<>(base);
       check.add("-C");
       check.addAll(rule);
-      if ((run("iptables", check, "").exit == 0) != present) {
+      if ((run("iptables", check, "").exit == 0) != want) {
         List<String> edit = new ArrayList<>(base);
-        edit.add(present ? "-I" : "-D");
+        edit.add(want ? "-I" : "-D");
         edit.addAll(rule);
         Result r = run("iptables", edit, "");
         if (r.exit != 0) {

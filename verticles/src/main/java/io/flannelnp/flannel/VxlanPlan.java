@@ -38,10 +38,16 @@ import java.util.function.Predicate;
 public record VxlanPlan(Map<String, Network> networks, List<Own> own, List<String> problems, Set<String> frozen) {
 
   /** A network whose config is in etcd (every node's isolation rules know all of them). */
-  public record Network(String flannelId, Cidr subnet, int vni, int port, boolean vxlan, int subnetLen) {
+  public record Network(String flannelId, Cidr subnet, int vni, int port, boolean vxlan, int subnetLen,
+      boolean directRouting) {
     /** With Flannel's default SubnetLen: 24, or two more than a Network smaller than a /22. */
     public Network(String flannelId, Cidr subnet, int vni, int port, boolean vxlan) {
       this(flannelId, subnet, vni, port, vxlan, defaultSubnetLen(subnet));
+    }
+
+    /** Without Backend.DirectRouting (flanneld's default). */
+    public Network(String flannelId, Cidr subnet, int vni, int port, boolean vxlan, int subnetLen) {
+      this(flannelId, subnet, vni, port, vxlan, subnetLen, false);
     }
 
     static int defaultSubnetLen(Cidr subnet) {
@@ -170,6 +176,7 @@ public record VxlanPlan(Map<String, Network> networks, List<Own> own, List<Strin
         } else {
           networks.put(fid, n);
           cache.lastGood.put(fid, n);
+          problems.addAll(unsupported(fid, c.getValue()));
           continue;
         }
       } catch (IllegalArgumentException | DecodeException | ClassCastException e) {
@@ -324,7 +331,72 @@ public record VxlanPlan(Map<String, Network> networks, List<Own> own, List<Strin
     if (len <= subnet.prefix() || len > 30) {
       throw new IllegalArgumentException("SubnetLen " + len + " does not fit the Network " + subnet);
     }
-    return new Network(fid, subnet, (int) vni, port == 0 ? FlannelJson.VXLAN_PORT : (int) port, vxlan, (int) len);
+    // Backend.DirectRouting: a peer on the uplink's own subnet is routed to directly, not through VXLAN
+    boolean direct = Boolean.TRUE.equals(field(backend, "DirectRouting"));
+    return new Network(fid, subnet, (int) vni, port == 0 ? FlannelJson.VXLAN_PORT : (int) port, vxlan, (int) len,
+        direct);
+  }
+
+  /** Flannel config keys flannel-np follows (SubnetMin and SubnetMax through the IPAM's node blocks). */
+  static final List<String> HONOURED_KEYS = List.of("Network", "SubnetLen", "SubnetMin", "SubnetMax", "Backend");
+  static final List<String> HONOURED_BACKEND_KEYS = List.of("Type", "VNI", "Port", "DirectRouting");
+
+  /**
+   * What a network's Flannel config asks for that this data plane does not do, one line each, so
+   * an operator's edit (or a config written for a stock flanneld) is reported, never silently
+   * ignored. Keys are matched in any case, as flanneld reads them; a key set to its flanneld
+   * default (false, 0, an IPv4-only value) asks for nothing and is not reported.
+   */
+  static List<String> unsupported(String fid, String json) {
+    List<String> out = new ArrayList<>();
+    JsonObject c;
+    try {
+      c = new JsonObject(json);
+    } catch (RuntimeException e) {
+      return out; // reported as a rejected config
+    }
+    String where = "network " + fid + ": Flannel config ";
+    for (String k : c.fieldNames()) {
+      if (HONOURED_KEYS.stream().anyMatch(k::equalsIgnoreCase)) {
+        continue;
+      }
+      Object v = c.getValue(k);
+      if (k.equalsIgnoreCase("EnableIPv4") && !Boolean.FALSE.equals(v)
+          || k.equalsIgnoreCase("EnableIPv6") && !Boolean.TRUE.equals(v)
+          || k.equalsIgnoreCase("EnableNFTables")) {
+        continue; // IPv4 on is what flannel-np does; nftables is what it uses
+      }
+      out.add(where + k + "=" + v + " is not supported (" + (k.toLowerCase(java.util.Locale.ROOT).contains("ipv6")
+          || k.equalsIgnoreCase("EnableIPv4") ? "flannel-np networks are IPv4 only" : "flannel-np does not read it")
+          + "); ignored");
+    }
+    Object b = field(c, "Backend");
+    if (b instanceof JsonObject backend) {
+      Object type = field(backend, "Type");
+      if (!"vxlan".equals(type)) {
+        out.add(where + "Backend.Type=" + type + " is not supported (flannel-np's data plane is VXLAN); the network's"
+            + " subnet is isolated, but no device, route or peer is set up for it");
+        return out;
+      }
+      for (String k : backend.fieldNames()) {
+        if (HONOURED_BACKEND_KEYS.stream().anyMatch(k::equalsIgnoreCase)) {
+          continue;
+        }
+        Object v = backend.getValue(k);
+        if (Boolean.FALSE.equals(v) || v instanceof Number n && n.longValue() == 0 || v == null) {
+          continue; // flanneld's default: asks for nothing
+        }
+        String why = switch (k.toLowerCase(java.util.Locale.ROOT)) {
+          case "learning" -> "flannel-np programs every peer's FDB entry, VXLAN learning stays off";
+          case "gbp" -> "group-based policy is not set on the VXLAN device";
+          case "mtu" -> "the MTU is the uplink's less 50";
+          case "macprefix" -> "the VTEP MAC is derived from node and VNI";
+          default -> "flannel-np does not read it";
+        };
+        out.add(where + "Backend." + k + "=" + v + " is not supported (" + why + "); ignored");
+      }
+    }
+    return out;
   }
 
   /** A lease: its key's block and its value {"PublicIP":..,"BackendType":"vxlan","BackendData":{..}}. */

@@ -48,4 +48,26 @@ class PublicAddressTest {
     assertThat(PublicAddress.resolve(FlannelOptions.parse("-iface=198.18.7.5"), k)).isEqualTo("198.18.7.5");
     assertThat(PublicAddress.resolve(FlannelOptions.parse("-iface=up0,-public-ip=203.0.113.9"), k)).isEqualTo("203.0.113.9");
   }
+
+  /** -iface repeated (first found wins), -iface-regex on names and addresses, -iface-can-reach by the kernel's route. */
+  @Test
+  void choosesTheInterfaceAsFlanneldDoes() throws Exception {
+    Kernel k = Kernel.inNetns(ns);
+    run("ip", "-n", ns, "route", "add", "default", "via", "198.18.8.1", "dev", "up1");
+    run("ip", "-n", ns, "route", "add", "198.51.100.0/24", "via", "198.18.7.1", "dev", "up0");
+    assertThat(PublicAddress.resolve(FlannelOptions.parse("-iface=nope0 -iface=up1 -iface=up0"), k)).isEqualTo("198.18.8.5");
+    assertThat(PublicAddress.resolve(FlannelOptions.parse("-iface=198.18.9.9,-iface=198.18.7.5"), k)).isEqualTo("198.18.7.5");
+    assertThat(PublicAddress.resolve(FlannelOptions.parse("-iface-regex=^up[01]$"), k)).as("kernel order").isEqualTo("198.18.7.5");
+    assertThat(PublicAddress.resolve(FlannelOptions.parse("-iface-regex=^nomatch$ -iface-regex=p1$"), k)).isEqualTo("198.18.8.5");
+    assertThat(PublicAddress.resolve(FlannelOptions.parse("-iface-regex=^198\\.18\\.8\\."), k)).isEqualTo("198.18.8.5");
+    assertThat(PublicAddress.resolve(FlannelOptions.parse("-iface=nope0,-iface-regex=up0"), k)).as("-iface before -iface-regex")
+        .isEqualTo("198.18.7.5");
+    assertThat(PublicAddress.resolve(FlannelOptions.parse("-iface-can-reach=198.51.100.7"), k)).isEqualTo("198.18.7.5");
+    assertThat(PublicAddress.resolve(FlannelOptions.parse("-iface-can-reach=203.0.113.1"), k)).isEqualTo("198.18.8.5");
+    assertThat(PublicAddress.resolve(FlannelOptions.parse("-iface-can-reach=198.51.100.7,-public-ip=203.0.113.9"), k))
+        .isEqualTo("203.0.113.9");
+    assertThatThrownBy(() -> PublicAddress.resolve(FlannelOptions.parse("-iface=nope0,-iface-regex=^zz"), k))
+        .hasMessageContaining("no interface matches").hasMessageContaining("-iface nope0 (no such interface)")
+        .hasMessageContaining("-iface-regex ^zz");
+  }
 }

@@ -485,6 +485,69 @@ class FlannelLabTest {
     }
   }
 
+  /**
+   * Backend.DirectRouting (flanneld's meaning): the lab's hosts share one L2 segment, so with it
+   * on every peer is a plain route via its PublicIP on eth0 and traffic leaves without VXLAN;
+   * off again, the VXLAN entries are back exactly as they were.
+   */
+  @Test
+  @Order(5)
+  void directRoutingSendsPeersOnTheSameSegmentStraightAndVxlanComesBackWhenItIsOff() throws Exception {
+    String key = SCHEMA.networkConfig(netA.fid());
+    String good = value(key);
+    Map<String, String> before = new HashMap<>();
+    for (String h : List.of("h1", "h2", "h3")) {
+      before.put(h, settledKernelState(hosts.get(h).ns).replaceAll("(?s)handles .*", ""));
+    }
+    etcd.put(key, good.replace("\"Backend\":{", "\"Backend\":{\"DirectRouting\":true,")).await(5, TimeUnit.SECONDS);
+    try (InNetns.EchoServer s = InNetns.EchoServer.start(c2.ns(), 7012)) {
+      for (String h : List.of("h1", "h2", "h3")) {
+        Host host = hosts.get(h);
+        Set<String> want = new TreeSet<>();
+        for (Lease l : leases(netA)) {
+          if (!l.publicIp().equals(host.ip) && l.publicIp().startsWith("198.18.0.")) { // the lab's segment
+            want.add(l.block() + " via " + l.publicIp() + " dev eth0");
+          }
+        }
+        await(h + " routes its peers directly", CONVERGE, () -> directRoutes(host.ns).equals(want));
+        assertThat(fdb(host.ns, netA.device())).as(h + ": no VXLAN entry for a direct peer")
+            .noneMatch(f -> f.contains("198.18.0."));
+        // the isolation table (written after the routes in the same pass) takes the peers' packets from eth0
+        await(h + " accepts the network's own traffic from eth0", CONVERGE,
+            () -> nftText(host.ns).contains("iifname \"eth0\" ip saddr " + netA.subnet()));
+      }
+      long tx = txPackets(hosts.get("h1").ns, netA.device());
+      assertThat(ping(c1.ns(), c2.ip())).isTrue();
+      assertThat(ping(c3.ns(), c1.ip())).isTrue();
+      assertThat(InNetns.echo(c1.ns(), c2.ip(), 7012, "direct", 3000)).isEqualTo("direct");
+      assertThat(txPackets(hosts.get("h1").ns, netA.device())).as("nothing went through VXLAN").isEqualTo(tx);
+    } finally {
+      etcd.put(key, good).await(5, TimeUnit.SECONDS);
+    }
+    for (String h : List.of("h1", "h2", "h3")) {
+      String ns = hosts.get(h).ns;
+      await(h + " back on VXLAN", CONVERGE, () -> directRoutes(ns).isEmpty());
+    }
+    awaitProgrammed(netA);
+    for (String h : List.of("h1", "h2", "h3")) {
+      assertThat(settledKernelState(hosts.get(h).ns).replaceAll("(?s)handles .*", ""))
+          .as(h + " with DirectRouting off again").isEqualTo(before.get(h));
+    }
+    long tx = txPackets(hosts.get("h1").ns, netA.device());
+    assertThat(ping(c1.ns(), c2.ip())).isTrue();
+    assertThat(txPackets(hosts.get("h1").ns, netA.device())).isGreaterThan(tx);
+  }
+
+  /** The direct routes of a host ("block via ip dev d"), from their route protocol. */
+  static Set<String> directRoutes(String ns) {
+    Set<String> out = new TreeSet<>();
+    for (Object o : new JsonArray(lab.ns.ip(ns, "-j", "route", "show", "proto", "250").ok().out())) {
+      JsonObject r = (JsonObject) o;
+      out.add(r.getString("dst") + " via " + r.getString("gateway") + " dev " + r.getString("dev"));
+    }
+    return out;
+  }
+
   @Test
   @Order(6)
   void threeHundredContainersOnOneNetworkAcrossTheHostsAreAllReachable() throws Exception {

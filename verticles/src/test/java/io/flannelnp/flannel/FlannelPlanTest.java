@@ -89,6 +89,60 @@ class FlannelPlanTest {
     assertThat(p.own().get(0).peers()).extracting(Peer::publicIp).containsExactly("192.168.64.3", "192.168.64.4");
   }
 
+  /** Keys of Flannel's config the data plane does not follow are named in the plan's problems (fnp.problems). */
+  @Test
+  void unsupportedFlannelConfigKeysAreReportedNotIgnored() {
+    String config = "{\"Network\":\"10.50.0.0/20\",\"SubnetLen\":25,\"SubnetMin\":\"10.50.0.128\",\"EnableIPv6\":true,"
+        + "\"IPv6Network\":\"fc00::/48\",\"EnableIPv4\":true,\"Backend\":{\"Type\":\"vxlan\",\"VNI\":6515,"
+        + "\"DirectRouting\":true,\"GBP\":false,\"MTU\":1400,\"Learning\":0}}";
+    VxlanPlan p = VxlanPlan.compute(S, with(reserved("a", "10.50.0.0-20", 6515), List.of(
+        kv("/p/networks/a/config", config))), ME);
+    assertThat(p.networks()).containsKey("a");
+    assertThat(p.networks().get("a").directRouting()).as("Backend.DirectRouting is honoured").isTrue();
+    assertThat(p.problems()).containsExactlyInAnyOrder(
+        "network a: Flannel config EnableIPv6=true is not supported (flannel-np networks are IPv4 only); ignored",
+        "network a: Flannel config IPv6Network=fc00::/48 is not supported (flannel-np networks are IPv4 only); ignored",
+        "network a: Flannel config Backend.MTU=1400 is not supported (the MTU is the uplink's less 50); ignored");
+    // flannel-np's own config asks for nothing it does not do
+    assertThat(VxlanPlan.compute(S, with(reserved("a", "10.50.0.0-20", 6515), List.of(kv("/p/networks/a/config",
+        io.flannelnp.ipam.FlannelJson.networkConfig(Cidr.parse("10.50.0.0/20"), 25, Cidr.parse("10.50.0.128/25"),
+            Cidr.parse("10.50.15.128/25"), 6515)))), ME).problems()).isEmpty();
+    VxlanPlan other = VxlanPlan.compute(S, with(reserved("c", "10.70.0.0-16", 1), List.of(kv("/p/networks/c/config",
+        "{\"Network\":\"10.70.0.0/16\",\"Backend\":{\"Type\":\"host-gw\"}}"))), ME);
+    assertThat(other.problems()).singleElement().asString().contains("Backend.Type=host-gw is not supported");
+  }
+
+  /** DirectRouting: peers on the uplink's subnet leave VXLAN for a route via their PublicIP; the diff touches only its own routes. */
+  @Test
+  void directRoutingSplitsPeersOnTheUplinksSubnetAndDiffsOnlyItsOwnRoutes() {
+    String config = CONFIG.replace("\"Backend\":{", "\"Backend\":{\"DirectRouting\":true,");
+    List<KeyValue> kvs = with(reserved("a", "10.50.0.0-20", 6515), List.of(kv("/p/networks/a/config", config),
+        kv("/p/networks/a/subnets/10.50.0.128-25", lease(ME, "0e:00:00:00:00:01")),
+        kv("/p/networks/a/subnets/10.50.1.0-25", lease("198.18.0.12", "0e:00:00:00:00:02")),
+        kv("/p/networks/a/subnets/10.50.1.128-25", lease("198.19.0.13", "0e:00:00:00:00:03"))));
+    VxlanPlan p = VxlanPlan.compute(S, kvs, ME);
+    DirectRoutes.Split split = DirectRoutes.split(p.own(), List.of(ME + "/24"));
+    assertThat(split.direct()).containsExactly(java.util.Map.entry("10.50.1.0/25", "198.18.0.12"));
+    assertThat(split.viaVxlan().get(0).peers()).extracting(Peer::publicIp).containsExactly("198.19.0.13");
+    assertThat(DirectRoutes.split(p.own(), List.of()).direct()).as("no uplink: nothing direct").isEmpty();
+    VxlanPlan off = VxlanPlan.compute(S, with(reserved("a", "10.50.0.0-20", 6515), List.of(kv("/p/networks/a/config",
+        CONFIG), kvs.get(3), kvs.get(4))), ME);
+    assertThat(DirectRoutes.split(off.own(), List.of(ME + "/24")).direct()).as("DirectRouting off").isEmpty();
+
+    io.vertx.core.json.JsonArray routes = new io.vertx.core.json.JsonArray(
+        "[{\"dst\":\"10.50.1.0/25\",\"gateway\":\"198.18.0.99\",\"dev\":\"eth0\",\"protocol\":\"250\"},"
+            + "{\"dst\":\"10.50.9.0/25\",\"gateway\":\"198.18.0.20\",\"dev\":\"eth0\",\"protocol\":\"250\"},"
+            + "{\"dst\":\"198.18.0.0/24\",\"dev\":\"eth0\",\"protocol\":\"kernel\"},"
+            + "{\"dst\":\"10.50.2.0/25\",\"gateway\":\"198.18.0.5\",\"dev\":\"eth0\"}]");
+    assertThat(DirectRoutes.diff(split.direct(), "eth0", routes)).containsExactly(
+        "route del 10.50.1.0/25 proto 250 dev eth0",
+        "route del 10.50.9.0/25 proto 250 dev eth0",
+        "route replace 10.50.1.0/25 via 198.18.0.12 dev eth0 proto 250");
+    assertThat(Isolation.desired(p.networks().values(), "eth0").rules().get("isolate"))
+        .contains("meta:iifname==eth0 ip.saddr==10.50.0.0/20 ip.daddr==10.50.0.0/20 accept");
+    assertThat(Isolation.script(off.networks().values(), "eth0")).doesNotContain("\"eth0\"");
+  }
+
   @Test
   void otherBackendsAndBadLeasesAreLeftOutAndNamed() {
     List<KeyValue> kvs = new ArrayList<>(List.of(

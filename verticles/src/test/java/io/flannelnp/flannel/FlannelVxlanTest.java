@@ -304,7 +304,7 @@ class FlannelVxlanTest {
       assertThat(r2).isNotEmpty();
       assertThat(r2.get(0).ok()).isFalse();
       assertThat(r2.get(0).summary()).contains("public IP unknown")
-          .contains("no default route").contains("set -iface or -public-ip in DEFAULT_FLANNEL_OPTIONS");
+          .contains("no default route").contains("set -iface").contains("-public-ip in DEFAULT_FLANNEL_OPTIONS");
       assertThat(linkNames()).as("nothing torn down").contains(DEV);
     } finally {
       v2.close().await(20, TimeUnit.SECONDS);
