@@ -108,7 +108,7 @@ public final class ReplayCommand {
         Map<String, String> probe = new LinkedHashMap<>(env);
         probe.putIfAbsent(Setting.AVAILABLE_SUBNETS.name(), "10.0.0.0/8");
         Config c = Config.fromEnv(probe, () -> "replay");
-        rec = Recording.fromEtcd(c.etcdEndpoints(), c.etcdTls(), c.etcdPrefix(), from, to, 30_000);
+        rec = Recording.fromEtcd(c.etcdEndpoints(), c.etcdTls(), c.etcdAuth(), c.etcdPrefix(), from, to, 30_000);
       }
       if (cmd.equals("record")) {
         Path file = Path.of(opts.get("--out"));
