@@ -34,8 +34,9 @@ import org.junit.jupiter.api.TestMethodOrder;
  * namespace, each node on the engine its subclass names (the mixed Swarm: node 1 Docker 28,
  * Debian sid's docker.io; node 2 this machine's, Debian 12's 20.10; node 3 Docker 26, Debian
  * trixie's); one etcd; dnsmasq on the lab bridge as the daemons' upstream), installed as an
- * operator does: plugin create + set + enable
- * on every node, and on every engine of 27 or older the OCI hook (hook/) as default runtime with
+ * operator does: scripts/build-plugin.sh's directory pushed once to the lab's registry under the
+ * build's version, then `docker plugin install --alias flannel-np:latest --grant-all-permissions
+ * REGISTRY/flannel-np:VERSION KEY=VALUE…` on every node, and on every engine of 27 or older the OCI hook (hook/) as default runtime with
  * IS_HOOK_AVAILABLE=true. Everything is driven through the docker CLI of each node and checked
  * from client containers on every node.
  *
@@ -55,7 +56,8 @@ import org.junit.jupiter.api.TestMethodOrder;
 @TestMethodOrder(MethodOrderer.OrderAnnotation.class)
 abstract class SwarmE2ESuite {
   static final int N = 3;
-  static final String PLUGIN = "flannel-np:e2e";
+  /** The driver name: the alias every node installs the registry's build under (README "Install"). */
+  static final String PLUGIN = "flannel-np:latest";
   static final String IMAGE = "fnp/busybox:latest";
   static final String SUBNETS = "10.200.0.0/16";
   static final String EXT_NAME = "ext.fne.test";
@@ -74,6 +76,8 @@ abstract class SwarmE2ESuite {
   final Path pluginDir;
   final Path logs = Path.of(System.getProperty("flannelnp.e2e.logs", "target/e2e-logs"));
   String fid;
+  /** The build's version (the tag pushed to the lab's registry). */
+  String version;
   boolean up;
   Map<Integer, SwarmLab.Engine> engines;
   /** The node the tests send Swarm commands to: the leader (node 1 until the leadership moves). */
@@ -123,11 +127,19 @@ abstract class SwarmE2ESuite {
       assertThat(e.hook()).as("node " + e.node() + " (Docker " + e.version() + ") has the OCI hook exactly when its engine is 27 or older")
           .isEqualTo(e.major() <= 27);
     }
-    lab.lab(Duration.ofMinutes(3), "install-plugin", pluginDir.toString(), PLUGIN, "ETCD_ENDPOINTS={etcd}",
+    // as an operator installs it: pushed once to a registry (the lab's, on its bridge) under the
+    // build's version, then `docker plugin install --alias` with the settings on every node
+    version = pluginVersion(pluginDir);
+    String ref = lab.lab(Duration.ofSeconds(10), "registry").out().strip() + "/flannel-np:" + version;
+    lab.lab(Duration.ofMinutes(3), "push-plugin", pluginDir.toString(), ref).out();
+    lab.lab(Duration.ofMinutes(3), "pull-plugin", ref, PLUGIN, "ETCD_ENDPOINTS={etcd}",
         "NODE_NAME={node}", "AVAILABLE_SUBNETS=" + SUBNETS, "DEFAULT_FLANNEL_OPTIONS=-iface=eth0", "DNS_TTL=" + TTL,
         "IS_HOOK_AVAILABLE={hook}").out();
     for (int i = 1; i <= N; i++) {
-      assertThat(lab.dk(i, "plugin", "inspect", "-f", "{{.Enabled}}", PLUGIN).out().strip()).as("enabled on node " + i).isEqualTo("true");
+      assertThat(lab.dk(i, "plugin", "inspect", "-f", "{{.Enabled}} {{.PluginReference}}", PLUGIN).out().strip())
+          .as("enabled on node " + i + ", installed from the registry").isEqualTo("true " + ref);
+      assertThat(lab.dk(i, "plugin", "inspect", "-f", "{{.Config.Description}}", PLUGIN).out())
+          .as("the description names the version on node " + i).startsWith("flannel-np " + version + ": ");
     }
     fid = UUID.randomUUID().toString();
     lab.dk(mgr, "network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN, "--ipam-opt", "flannel-id=" + fid, "--attachable", "n1").out();
@@ -149,6 +161,14 @@ abstract class SwarmE2ESuite {
     }
   }
 
+  /** The version of the build in a plugin directory: its daemon's `--version`, the tag it is pushed under. */
+  String pluginVersion(Path dir) {
+    String v = lab.run(Duration.ofSeconds(30), List.of("java", "-jar", dir.resolve("rootfs/opt/flannel-np/flannel-np.jar").toString(),
+        "--version")).out().strip();
+    assertThat(v).matches("flannel-np [0-9][A-Za-z0-9_.-]*");
+    return v.substring("flannel-np ".length());
+  }
+
   void buildPluginIfStale() throws IOException {
     buildPluginIfStale(lab, root, pluginDir);
   }
@@ -161,12 +181,17 @@ abstract class SwarmE2ESuite {
     Path inRootfs = pluginDir.resolve("rootfs/opt/flannel-np/flannel-np.jar");
     // by content: `mvn verify` rewrites the jar every time, mostly with the same bytes
     boolean stale = !Files.exists(cfg) || !Files.exists(inRootfs) || Files.mismatch(jar, inRootfs) != -1
-        || Files.mismatch(root.resolve("plugin-bundle/config.json"), cfg) != -1
+        || !withoutDescription(root.resolve("plugin-bundle/config.json")).equals(withoutDescription(cfg))
         || !Files.exists(pluginDir.resolve("rootfs/opt/flannel-np/entrypoint.sh"))
         || Files.mismatch(root.resolve("plugin-bundle/entrypoint.sh"), pluginDir.resolve("rootfs/opt/flannel-np/entrypoint.sh")) != -1;
     if (stale) {
       lab.run(Duration.ofMinutes(20), List.of(root.resolve("scripts/build-plugin.sh").toString(), pluginDir.toString())).out();
     }
+  }
+
+  /** config.json but its description, which build-plugin.sh prefixes with the version. */
+  static List<String> withoutDescription(Path cfg) throws IOException {
+    return Files.readAllLines(cfg).stream().filter(l -> !l.trim().startsWith("\"description\": \"flannel-np")).toList();
   }
 
   @AfterAll
