@@ -129,10 +129,12 @@ public final class AdminVerticle extends VerticleBase {
     bus.<ReconcileReport>consumer(Addresses.RECONCILE_REPORT, m -> report(m.body()));
     bus.<KernelBatch>consumer(Addresses.KERNEL_BATCH, m -> batch(m.body()));
     bus.<io.flannelnp.bus.Observed.Problems>consumer(Addresses.PROBLEMS, m -> {
-      problems.put(m.body().source(), m.body().problems());
-      Gauge.builder("fnp_problems", problems, ps -> ps.getOrDefault(m.body().source(), List.of()).size())
-          .description("problems a source reports now (malformed records, two owners, ...)")
-          .tag("source", m.body().source()).register(Metrics.REGISTRY);
+      String source = m.body().source();
+      if (problems.put(source, m.body().problems()) == null) { // one gauge per source, registered once
+        Gauge.builder("fnp_problems", problems, ps -> ps.getOrDefault(source, List.of()).size())
+            .description("problems a source reports now (malformed records, two owners, ...)")
+            .tag("source", source).register(Metrics.REGISTRY);
+      }
     });
     bus.<KeyChanges>consumer(Addresses.ETCD_CHANGES, m -> {
       watchRevision.accumulateAndGet(m.body().revision(), Math::max);

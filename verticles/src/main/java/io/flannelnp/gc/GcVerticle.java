@@ -161,10 +161,7 @@ public final class GcVerticle extends ReconcilerVerticle {
     restoreSeen = wanted;
     List<Future<Boolean>> removed = new ArrayList<>();
     for (Garbage.Removal r : g.removals()) {
-      if (r.freed()) {
-        removed.add(remove(r));
-        continue;
-      }
+      // a freed network too waits its grace: Docker's own ReleasePool normally finishes it first
       String key = "network:" + r.flannelId();
       current.add(key);
       long[] seen = pending.computeIfAbsent(key, k -> new long[] {0, now});

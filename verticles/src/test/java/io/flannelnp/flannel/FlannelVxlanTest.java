@@ -87,6 +87,13 @@ class FlannelVxlanTest {
     assertThat(Netns.list()).noneMatch(n -> n.startsWith(ns.stem()));
   }
 
+  /** Network a as flannel-np's IPAM writes it: its config and the reservations that name it. */
+  void putNetwork() {
+    kvs.put(S.networkConfig("a"), CONFIG);
+    kvs.put(S.addressSpace(io.flannelnp.ipam.Cidr.parse("10.50.0.0/20")), "a");
+    kvs.put(P + "/vnis/6515", "a");
+  }
+
   static String lease(String ip, String mac) {
     return "{\"PublicIP\":\"" + ip + "\",\"PublicIPv6\":null,\"BackendType\":\"vxlan\",\"BackendData\":{\"VNI\":6515,"
         + "\"VtepMAC\":\"" + mac + "\"}}";
@@ -119,7 +126,7 @@ class FlannelVxlanTest {
 
   @Test
   void aPassAppliesNeighboursThenFdbThenRoutesInThreeBatchesAndAnotherPassNothing() throws Exception {
-    kvs.put(S.networkConfig("a"), CONFIG);
+    putNetwork();
     kvs.put(S.subnet("a", io.flannelnp.ipam.Cidr.parse("10.50.0.128/25")), lease(ME, MAC));
     kvs.put(P + "/networks/a/subnets/10.50.1.0-25", lease("198.18.0.12", "0e:00:00:00:00:02"));
     kvs.put(P + "/networks/a/subnets/10.50.1.128-25", lease("198.18.0.13", "0e:00:00:00:00:03"));
@@ -154,7 +161,7 @@ class FlannelVxlanTest {
 
   @Test
   void aPartialPassThatFailsIsFollowedByAFullOneThatRepairs() throws Exception {
-    kvs.put(S.networkConfig("a"), CONFIG);
+    putNetwork();
     kvs.put(P + "/networks/a/subnets/10.50.0.128-25", lease(ME, MAC));
     kvs.put(P + "/networks/a/subnets/10.50.1.0-25", lease("198.18.0.12", "0e:00:00:00:00:02"));
     assertThat(pass().ok()).isTrue();
@@ -183,7 +190,7 @@ class FlannelVxlanTest {
 
   @Test
   void changedAndRemovedLeasesApplyOnlyTheDifference() throws Exception {
-    kvs.put(S.networkConfig("a"), CONFIG);
+    putNetwork();
     kvs.put(P + "/networks/a/subnets/10.50.0.128-25", lease(ME, MAC));
     kvs.put(P + "/networks/a/subnets/10.50.1.0-25", lease("198.18.0.12", "0e:00:00:00:00:02"));
     kvs.put(P + "/networks/a/subnets/10.50.1.128-25", lease("198.18.0.13", "0e:00:00:00:00:03"));
@@ -221,7 +228,7 @@ class FlannelVxlanTest {
     String z3 = Names.detached();
     ns.ipBatch(host, List.of("link add name " + z1 + " type veth peer name " + z2,
         "link add name " + z3 + " type bridge", "link add name fnqkeep type veth peer name fnqkeepp")).ok();
-    kvs.put(S.networkConfig("a"), CONFIG);
+    putNetwork();
     kvs.put(S.subnet("a", io.flannelnp.ipam.Cidr.parse("10.50.0.128/25")), lease(ME, MAC));
     ReconcileReport r = pass();
     assertThat(r.ok()).as(r.summary()).isTrue();
@@ -236,7 +243,7 @@ class FlannelVxlanTest {
     // someone made flannel.6515 with another VNI and local address; and a stock flanneld's flannel.1
     ns.ipBatch(host, List.of("link add name " + DEV + " type vxlan id 42 local 198.18.0.99 dstport 4789",
         "link add name flannel.1 type vxlan id 1 local " + ME + " dstport 8472 nolearning")).ok();
-    kvs.put(S.networkConfig("a"), CONFIG);
+    putNetwork();
     kvs.put(P + "/networks/a/subnets/10.50.0.128-25", lease(ME, MAC));
     kvs.put(P + "/networks/a/subnets/10.50.1.0-25", lease("198.18.0.12", "0e:00:00:00:00:02"));
     assertThat(pass().ok()).isTrue();
@@ -251,7 +258,7 @@ class FlannelVxlanTest {
 
   @Test
   void withoutItsOwnLeaseTheDeviceGoesAndWithoutTheNetworkTheBridgeAndTableToo() throws Exception {
-    kvs.put(S.networkConfig("a"), CONFIG);
+    putNetwork();
     kvs.put(P + "/networks/a/subnets/10.50.0.128-25", lease(ME, MAC));
     kvs.put(P + "/networks/a/subnets/10.50.1.0-25", lease("198.18.0.12", "0e:00:00:00:00:02"));
     assertThat(pass().ok()).isTrue();
@@ -280,7 +287,7 @@ class FlannelVxlanTest {
     try {
       Codecs.registerAll(v2.eventBus());
       List<ReconcileReport> r2 = new CopyOnWriteArrayList<>();
-      kvs.put(S.networkConfig("a"), CONFIG);
+      putNetwork();
       kvs.put(P + "/networks/a/subnets/10.50.0.128-25", lease(ME, MAC));
       assertThat(pass().ok()).isTrue();
       Map<String, KeyValue> m = new HashMap<>();

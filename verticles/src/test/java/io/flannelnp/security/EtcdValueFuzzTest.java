@@ -109,7 +109,7 @@ class EtcdValueFuzzTest {
             spaceBad), spaceBad),
         new Family("vnis", List.of(p + "/vnis/9000", p + "/vnis/9001", vniBad), vniBad),
         new Family("network config", List.of(nets + "fnsbad0/config", nets + "fnsbad1/config", nets + "fnsbad2/config"),
-            "network fnsbad0: config ignored"),
+            "network fnsbad0: config rejected"),
         new Family("subnet leases", List.of(leaseKey, nets + fid + "/subnets/" + Ipv4.format(base + 256L * 9) + "-25",
             nets + fid + "/subnets/10.52.0.0-25&fc00::-64"), "lease " + leaseKey + " ignored"),
         new Family("pool", List.of(nets + "fnsbad0/pool", nets + "fnsbad1/pool", nets + fid + "x/pool"), null),
