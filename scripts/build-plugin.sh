@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/build-plugin.sh DIR [--create NAME:TAG]
+# scripts/build-plugin.sh DIR [--create NAME:TAG] [--push REGISTRY/NAME[:TAG]] [--jar JAR]
 #
 # Writes a Docker managed-plugin directory without any image registry:
 #   DIR/config.json   plugin-bundle/config.json
@@ -8,7 +8,11 @@
 #                     /opt/flannel-np/flannel-np.jar and a CDS archive /opt/flannel-np/app.jsa
 #                     recorded by a short training run (the socket must listen fast).
 # With --create NAME:TAG it then runs `docker plugin create NAME:TAG DIR` (the docker CLI and
-# DOCKER_HOST of the caller's environment).
+# DOCKER_HOST of the caller's environment). With --push REGISTRY/NAME[:TAG] it creates the plugin
+# under that reference, pushes it and removes the local copy; the tag defaults to the jar's
+# version (`java -jar flannel-np.jar --version`), which is also in the plugin's description.
+# --jar JAR packs another build of the daemon (default verticles/target/flannel-np.jar, built
+# with Maven when missing).
 #
 # The Debian part and the JRE are cached under $FNP_CACHE (default /var/cache/flannel-np), keyed
 # by the package list / the module list and JDK, so a second build only refreshes the jar and the
@@ -29,13 +33,15 @@ JAR="$ROOT/verticles/target/flannel-np.jar"
 
 log() { printf 'build-plugin: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-usage() { die "usage: build-plugin.sh DIR [--create NAME:TAG]"; }
+usage() { log "usage: build-plugin.sh DIR [--create NAME:TAG] [--push REGISTRY/NAME[:TAG]] [--jar JAR]"; exit 2; }
 
-DIR=""; CREATE=""
+DIR=""; CREATE=""; PUSH=""
 while (($#)); do
   case "$1" in
     --create) [[ $# -ge 2 ]] || usage; CREATE="$2"; shift 2 ;;
-    -h|--help) usage ;;
+    --push) [[ $# -ge 2 ]] || usage; PUSH="$2"; shift 2 ;;
+    --jar) [[ $# -ge 2 && -s "$2" ]] || die "--jar needs an existing jar, got '${2:-}'"; JAR="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"; shift 2 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option '$1'" ;;
     *) [[ -z "$DIR" ]] || die "only one DIR allowed (got '$DIR' and '$1')"; DIR="$1"; shift ;;
   esac
@@ -43,6 +49,9 @@ done
 [[ -n "$DIR" ]] || usage
 if [[ -n "$CREATE" && ! "$CREATE" =~ ^[a-z0-9][a-z0-9._/-]*:[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]]; then
   die "--create needs a plugin reference NAME:TAG (lower-case name, explicit tag), got '$CREATE'"
+fi
+if [[ -n "$PUSH" && ! "$PUSH" =~ ^[a-z0-9][a-z0-9._:/-]*[a-z0-9](:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$ ]]; then
+  die "--push needs REGISTRY/NAME[:TAG] (lower-case name), got '$PUSH'"
 fi
 [[ $EUID -eq 0 ]] || die "must run as root (mmdebstrap, chroot and unshare need it)"
 for c in mmdebstrap jlink jdeps java unshare chroot sha256sum; do
@@ -55,8 +64,11 @@ case "$DIR" in /|/usr|/usr/*|/etc|/etc/*|/var|/opt) die "refusing to write a roo
 # ---- 1. the jar -------------------------------------------------------------------------------
 if [[ ! -s "$JAR" ]]; then
   log "building $JAR"
-  (cd "$ROOT" && mvn -B -o -q -pl verticles -am package -DskipTests) || die "maven package failed"
+  # not offline: on a fresh machine Maven first fetches the plugins and dependencies
+  (cd "$ROOT" && mvn -B -q -pl verticles -am package -DskipTests) || die "maven package failed"
 fi
+VERSION=$(java -jar "$JAR" --version | sed -n 's/^flannel-np //p')
+[[ -n "$VERSION" ]] || die "$JAR --version printed no version"
 
 # ---- 2. Debian base, cached by package list ----------------------------------------------------
 base_key=$(printf '%s\n' "$SUITE" "$MIRROR" "$SECURITY" merged-usr-hook "${PACKAGES[@]}" | sha256sum | cut -c1-16)
@@ -106,7 +118,9 @@ cp -a "$JRE/jre" "$R/opt/flannel-np/jre"
 # cp -p keeps the mtime: the CDS archive is only valid for the exact jar (path, size, mtime).
 cp -p "$JAR" "$R/opt/flannel-np/flannel-np.jar"
 touch "$R/etc/hosts" "$R/etc/resolv.conf"
-cp "$ROOT/plugin-bundle/config.json" "$DIR/config.json"
+# the description carries the version: `docker plugin ls` and `inspect` show which build runs
+sed "s|\"description\": \"flannel-np: |\"description\": \"flannel-np $VERSION: |" "$ROOT/plugin-bundle/config.json" >"$DIR/config.json"
+grep -q "\"description\": \"flannel-np $VERSION: " "$DIR/config.json" || die "plugin-bundle/config.json's description does not start with 'flannel-np: '"
 install -m 0755 "$ROOT/plugin-bundle/entrypoint.sh" "$R/opt/flannel-np/entrypoint.sh"
 
 # ---- 5. CDS training run -----------------------------------------------------------------------
@@ -148,4 +162,13 @@ if [[ -n "$CREATE" ]]; then
   log "docker plugin create $CREATE $DIR"
   docker plugin create "$CREATE" "$DIR" >/dev/null || die "docker plugin create $CREATE failed"
 fi
-log "done: $DIR"
+if [[ -n "$PUSH" ]]; then
+  ref="$PUSH"; [[ "${ref##*/}" == *:* ]] || ref="$ref:$VERSION"
+  log "docker plugin create + push $ref"
+  docker plugin rm -f "$ref" >/dev/null 2>&1 || true
+  docker plugin create "$ref" "$DIR" >/dev/null || die "docker plugin create $ref failed"
+  docker plugin push "$ref" >&2 || { docker plugin rm -f "$ref" >/dev/null 2>&1; die "docker plugin push $ref failed"; }
+  docker plugin rm -f "$ref" >/dev/null
+  echo "$ref"
+fi
+log "done: $DIR ($VERSION)"

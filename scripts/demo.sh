@@ -13,9 +13,9 @@
 #     the earlier single-daemon demo: no Docker, no root; the daemon against a private etcd,
 #     the plugin protocol over its socket, /health, etcd going away, an orderly stop.
 #
-# Needs root and the packages .ci/run installs (docker.io, etcd-server, etcd-client,
-# busybox-static, mmdebstrap, iproute2, nftables, iptables, python3, a JDK 17 and maven to build
-# the jar if verticles/target/flannel-np.jar is missing). Lab names and addresses come from
+# Needs root; what it runs (docker.io, etcd-server, etcd-client, busybox-static, mmdebstrap,
+# iproute2, nftables, iptables, python3, a JDK 17 and maven) is installed with apt on first use
+# (scripts/install-deps.sh demo, shared with .ci/run). Lab names and addresses come from
 # FNP_LAB_PREFIX (fnp), FNP_LAB_STATE (/tmp/fnp-lab) and FNP_LAB_NET (198.18.7), see swarm-lab.sh.
 set -euo pipefail
 
@@ -244,8 +244,13 @@ while (($#)); do
   esac
 done
 [[ $EUID -eq 0 ]] || die "the Swarm demo must run as root (network namespaces, dockerd); scripts/demo.sh --local needs no root"
-for c in dockerd etcd etcdctl busybox mmdebstrap nft iptables python3; do
-  command -v "$c" >/dev/null || die "missing command '$c' (apt-get install docker.io etcd-server etcd-client busybox-static mmdebstrap nftables iptables python3, or run .ci/run once)"
+for c in dockerd etcd etcdctl busybox mmdebstrap nft iptables python3 java mvn; do
+  if ! command -v "$c" >/dev/null; then
+    # a fresh Debian 12 machine: the packages come from apt, once (the same script as .ci/run's)
+    info "missing command '$c': scripts/install-deps.sh demo"
+    "$ROOT/scripts/install-deps.sh" demo || die "installing the demo's packages failed"
+    break
+  fi
 done
 
 # How the user reaches this lab later: the lab's env settings only when they differ from defaults.

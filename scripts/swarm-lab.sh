@@ -20,7 +20,9 @@
 #   swarm-lab.sh install-plugin DIR NAME:TAG [KEY=VALUE…]
 #                                     docker plugin create + set + enable on every node; values may
 #                                     use {i} {node} {ip} {etcd} {hook} (true where --hook
-#                                     installed it); prints enable→socket times
+#                                     installed it); prints enable→socket times. The plugin's
+#                                     config-dir mount is the node's /etc/docker/flannel-np
+#                                     ($STATE/nI/etc/flannel-np) unless config-dir.source=… is given
 #   swarm-lab.sh etcdctl ARGS…        etcdctl against every etcd member
 #   swarm-lab.sh etcdctl-member I ARGS…  etcdctl against member I alone
 #   swarm-lab.sh etcd-endpoints       the members' client URLs, member 1 first, one per line
@@ -35,6 +37,14 @@
 #   swarm-lab.sh node-add [--docker V] [--hook]
 #                                     a new node joins the Swarm as a worker; prints its number
 #   swarm-lab.sh plugin-pid I         the PID of the plugin's daemon on node I
+#   swarm-lab.sh registry             the lab registry's address ($NET.1:5000; Debian's
+#                                     docker-registry on the lab bridge, plain HTTP, which every
+#                                     node's dockerd lists in insecure-registries)
+#   swarm-lab.sh push-plugin DIR REF  docker plugin create REF DIR + push, through node 1
+#   swarm-lab.sh pull-plugin [--nodes I,…] REF ALIAS [KEY=VALUE…]
+#                                     the operator's `docker plugin install --alias ALIAS
+#                                     --grant-all-permissions REF KEY=VALUE…` on every node (same
+#                                     {i} {node} {ip} {etcd} {hook} as install-plugin)
 #   (install-plugin --nodes I,… DIR NAME:TAG …: only on those nodes)
 #
 # FNP_LAB_DNS_HOSTS="name=a.b.c.d,…" (optional): `up` also runs dnsmasq on the lab bridge
@@ -284,6 +294,7 @@ cmd_up() {
   done
 
   start_etcd "$M"
+  start_registry
   local dns_json=""
   if [[ -n "${FNP_LAB_DNS_HOSTS:-}" ]]; then
     command -v dnsmasq >/dev/null || die "FNP_LAB_DNS_HOSTS needs dnsmasq (apt-get install dnsmasq-base)"
@@ -309,7 +320,8 @@ cmd_up() {
     echo "${engines[i-1]}" >"$d/engine"
     cat >"$d/etc/daemon.json" <<JSON
 {"storage-driver": "overlay2", "cgroup-parent": "/$PREFIX/$ns", "shutdown-timeout": 3,
- "live-restore": false, "log-driver": "json-file", "log-opts": {"max-size": "1m"}$dns_json}
+ "live-restore": false, "log-driver": "json-file", "log-opts": {"max-size": "1m"}$dns_json,
+ "insecure-registries": ["$ETCD_IP:5000"]}
 JSON
     if ((hook)) && (( $(engine_major "${engines[i-1]}") <= 27 )); then
       # as an operator installs it (hook/install.sh), into the lab's own prefix and this node's
@@ -422,6 +434,10 @@ cmd_down() {
     p=$(cat "$STATE/etcd-keeper.pid")
     [[ "$(cat "/proc/$p/comm" 2>/dev/null)" == sleep ]] && stop_pid "$p" "etcd tmpfs keeper" 5
   fi
+  if [[ -s "$STATE/registry.pid" ]]; then
+    p=$(cat "$STATE/registry.pid")
+    [[ "$(cat "/proc/$p/comm" 2>/dev/null)" == docker-registry ]] && stop_pid "$p" docker-registry 5
+  fi
   if [[ -s "$STATE/dnsmasq.pid" ]]; then
     p=$(cat "$STATE/dnsmasq.pid")
     [[ "$(cat "/proc/$p/comm" 2>/dev/null)" == dnsmasq ]] && stop_pid "$p" dnsmasq 5
@@ -472,6 +488,11 @@ cmd_install_plugin() {
       s=${s//\{hook\}/$([[ -e "$(node_dir "$i")/hook" ]] && echo true || echo false)}
       args+=("$s")
     done
+    # the plugin's config-dir mount must name an existing directory in dockerd's mount namespace:
+    # the node's own, under its /etc/docker ($STATE/nI/etc), which every engine's root sees
+    if grep -q '"config-dir"' "$dir/config.json" && [[ " ${args[*]} " != *" config-dir.source="* ]]; then
+      mkdir -p "$(node_dir "$i")/etc/flannel-np"; args+=("config-dir.source=/etc/docker/flannel-np")
+    fi
     if dk "$i" plugin inspect "$name" >/dev/null 2>&1; then
       dk "$i" plugin disable -f "$name" >/dev/null 2>&1 || true
       dk "$i" plugin rm -f "$name" >/dev/null
@@ -666,7 +687,8 @@ cmd_node_add() {
   [[ ! -s "$STATE/dnsmasq.pid" ]] || dns_json=", \"dns\": [\"$ETCD_IP\"]"
   cat >"$d/etc/daemon.json" <<JSON
 {"storage-driver": "overlay2", "cgroup-parent": "/$PREFIX/$ns", "shutdown-timeout": 3,
- "live-restore": false, "log-driver": "json-file", "log-opts": {"max-size": "1m"}$dns_json}
+ "live-restore": false, "log-driver": "json-file", "log-opts": {"max-size": "1m"}$dns_json,
+ "insecure-registries": ["$ETCD_IP:5000"]}
 JSON
   if ((hook)) && [[ $engine != 28 ]]; then
     "$REPO/hook/install.sh" --prefix "$HOOK_DIR" --daemon-json "$d/etc/daemon.json" --runc /usr/sbin/runc >/dev/null
@@ -684,6 +706,78 @@ JSON
   dk "$i" load -q -i "$STATE/img/image.tar" >/dev/null
   log "node $i ($engine) joined the Swarm through node $mgr"
   echo "$i"
+}
+
+# The lab's registry: Debian's docker-registry on the bridge address, storage in the lab's state
+# (gone with `down`); nothing outside this machine is ever asked for an image or a plugin. Without
+# the package the lab runs without it (push-plugin / pull-plugin then say so).
+start_registry() {
+  command -v docker-registry >/dev/null || { log "no docker-registry (apt-get install docker-registry): the lab has no registry"; return 0; }
+  mkdir -p "$STATE/registry/data"
+  cat >"$STATE/registry/config.yml" <<YML
+version: 0.1
+log: {level: warn, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $STATE/registry/data}, delete: {enabled: true}}
+http: {addr: "$ETCD_IP:5000"}
+YML
+  setsid nsenter --net="/run/netns/$INFRA" -- docker-registry serve "$STATE/registry/config.yml" \
+    </dev/null >"$STATE/registry.log" 2>&1 &
+  echo $! >"$STATE/registry.pid"
+  wait_until 20 "registry on $ETCD_IP:5000" nsenter --net="/run/netns/$INFRA" -- curl -sf "http://$ETCD_IP:5000/v2/" \
+    || die "the lab registry did not come up ($STATE/registry.log)"
+}
+registry_addr() {
+  [[ -s "$STATE/registry.pid" ]] && alive "$(cat "$STATE/registry.pid")" || die "the lab has no registry (apt-get install docker-registry, then up)"
+  echo "$ETCD_IP:5000"
+}
+
+# push-plugin DIR REF: as an operator publishes a build (scripts/build-plugin.sh DIR --push REF
+# does the same on its own docker): create it on node 1 under REF, push, remove the local copy.
+cmd_push_plugin() {
+  local dir="${1:?usage: push-plugin DIR REGISTRY/NAME:TAG}" ref="${2:?usage: push-plugin DIR REGISTRY/NAME:TAG}"
+  [[ -f "$dir/config.json" && -d "$dir/rootfs" ]] || die "push-plugin: '$dir' has no config.json and rootfs/ (scripts/build-plugin.sh DIR)"
+  registry_addr >/dev/null
+  dk 1 plugin rm -f "$ref" >/dev/null 2>&1 || true
+  dk 1 plugin create "$ref" "$dir" >/dev/null || die "push-plugin: plugin create $ref failed"
+  dk 1 plugin push "$ref" >&2 || { dk 1 plugin rm -f "$ref" >/dev/null 2>&1; die "push-plugin: plugin push $ref failed"; }
+  dk 1 plugin rm -f "$ref" >/dev/null
+  log "pushed $ref"
+}
+
+# pull-plugin [--nodes I,…] REF ALIAS [KEY=VALUE…]: `docker plugin install` on every node (in
+# parallel), as the README's Install says; the driver name is ALIAS on every node.
+cmd_pull_plugin() {
+  local only=""
+  if [[ "${1:-}" == --nodes ]]; then only="${2:?--nodes needs a list like 4 or 1,3}"; shift 2; fi
+  local ref="${1:?usage: pull-plugin [--nodes I,…] REF ALIAS [KEY=VALUE…]}" alias="${2:?ALIAS missing}"; shift 2
+  local N i pids=() p rc=0
+  N=$(nodes); (( N >= 1 )) || die "no lab is up"
+  pull_one() {
+    local i="$1" s args=() t0; shift
+    for s in "$@"; do
+      s=${s//\{i\}/$i}; s=${s//\{node\}/$(node_ns "$i")}; s=${s//\{ip\}/$(node_ip "$i")}; s=${s//\{etcd\}/$(endpoints)}
+      s=${s//\{hook\}/$([[ -e "$(node_dir "$i")/hook" ]] && echo true || echo false)}
+      args+=("$s")
+    done
+    if [[ " ${args[*]} " != *" config-dir.source="* ]]; then
+      mkdir -p "$(node_dir "$i")/etc/flannel-np"; args+=("config-dir.source=/etc/docker/flannel-np")
+    fi
+    if dk "$i" plugin inspect "$alias" >/dev/null 2>&1; then
+      dk "$i" plugin disable -f "$alias" >/dev/null 2>&1 || true
+      dk "$i" plugin rm -f "$alias" >/dev/null
+    fi
+    t0=$(date +%s%N)
+    dk "$i" plugin install --alias "$alias" --grant-all-permissions "$ref" "${args[@]}" >/dev/null \
+      || { log "node $i: plugin install $ref failed"; return 1; }
+    log "node $i: $ref installed and enabled as $alias in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+  }
+  for ((i = 1; i <= N; i++)); do
+    [[ -e "$(node_dir "$i")/gone" ]] && continue
+    [[ -z "$only" || ",$only," == *",$i,"* ]] || continue
+    pull_one "$i" "$@" & pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  return "$rc"
 }
 
 # plugin-pid I: the PID of the plugin's daemon (java) on node I
@@ -722,5 +816,8 @@ case "$cmd" in
   node-kill) [[ $# -eq 1 ]] || die "usage: node-kill I"; check_node "$1"; cmd_node_kill "$1" ;;
   node-add) cmd_node_add "$@" ;;
   plugin-pid) [[ $# -eq 1 ]] || die "usage: plugin-pid I"; check_node "$1"; cmd_plugin_pid "$1" ;;
+  registry) registry_addr ;;
+  push-plugin) [[ $# -eq 2 ]] || die "usage: push-plugin DIR REGISTRY/NAME:TAG"; cmd_push_plugin "$@" ;;
+  pull-plugin) cmd_pull_plugin "$@" ;;
   *) die "usage: swarm-lab.sh up [N] [--docker V,…] [--etcd 1|3] [--hook] | down | roots V,… | versions | dk I ARGS… | exec I CMD… | install-plugin DIR NAME:TAG [KEY=VALUE…] | etcdctl ARGS… | etcdctl-member I ARGS… | etcd-endpoints | etcd-leader | etcd-stop|etcd-cont|etcd-kill|etcd-start I|all" ;;
 esac

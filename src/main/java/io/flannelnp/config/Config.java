@@ -42,7 +42,16 @@ public record Config(
     boolean adminInsecureLoopback,
     List<String> adminOrigins,
     int dnsQueryRate,
-    long gcGraceSeconds) {
+    long gcGraceSeconds,
+    Optional<EtcdAuth> etcdAuth) {
+
+  /** etcd's user/password authentication (ETCD_USERNAME with ETCD_PASSWORD or ETCD_PASSWORD_FILE). */
+  public record EtcdAuth(String user, String password) {
+    @Override
+    public String toString() {
+      return "EtcdAuth[user=" + user + ", password=(hidden)]";
+    }
+  }
 
   /**
    * TLS for etcd (the endpoints are https://). Without a CA file the server certificate is
@@ -155,9 +164,10 @@ public record Config(
     List<String> origins = parseOrigins(r.get(Setting.ADMIN_ORIGINS));
     int dnsRate = r.integer(Setting.DNS_QUERY_RATE, 0, 1_000_000);
     long gcGrace = r.integer(Setting.GC_GRACE, 5, 86400);
+    Optional<EtcdAuth> auth = parseAuth(r);
     return new Config(List.copyOf(endpoints), prefix, tls, flannel, List.copyOf(subnets), netSize, hostSize,
         clusterSize, vniStart, ttl, compat, dnsTtl, hook, socket, dockerSocket, node, admin, level, recordsTtl, token, format,
-        insecureLoopback, origins, dnsRate, gcGrace);
+        insecureLoopback, origins, dnsRate, gcGrace, auth);
   }
 
   /**
@@ -291,7 +301,68 @@ public record Config(
       throw new ConfigException(Setting.ETCD_ENDPOINTS.name(), String.join(",", endpoints),
           "must use https:// when ETCD_CA_FILE/ETCD_CERT_FILE are set, but '" + endpoints.get(0) + "' does not");
     }
+    // read now, so a file the plugin cannot use stops it at start with one line, not a TLS stack trace later
+    if (ca.isPresent()) {
+      pem(Setting.ETCD_CA_FILE, ca.get(), () -> io.flannelnp.etcd.PemKeys.certificates(ca.get()));
+    }
+    if (cert.isPresent()) {
+      java.security.cert.X509Certificate c =
+          pem(Setting.ETCD_CERT_FILE, cert.get(), () -> io.flannelnp.etcd.PemKeys.certificates(cert.get())).get(0);
+      java.security.PrivateKey k = pem(Setting.ETCD_KEY_FILE, key.get(), () -> io.flannelnp.etcd.PemKeys.privateKey(key.get()));
+      pem(Setting.ETCD_KEY_FILE, key.get(), () -> {
+        io.flannelnp.etcd.PemKeys.checkPair(cert.get(), c, key.get(), k);
+        return null;
+      });
+    }
     return Optional.of(new EtcdTls(ca, cert, key));
+  }
+
+  private interface PemRead<T> {
+    T get() throws io.flannelnp.etcd.PemKeys.BadPemException;
+  }
+
+  private static <T> T pem(Setting s, Path file, PemRead<T> read) {
+    try {
+      return read.get();
+    } catch (io.flannelnp.etcd.PemKeys.BadPemException e) {
+      throw new ConfigException(s.name(), file.toString(), e.getMessage());
+    }
+  }
+
+  private static Optional<EtcdAuth> parseAuth(Reader r) {
+    String user = r.get(Setting.ETCD_USERNAME).trim();
+    if (user.contains(":") || user.chars().anyMatch(c -> c < 0x20)) {
+      throw new ConfigException(Setting.ETCD_USERNAME.name(), user, "must not contain ':' or control characters");
+    }
+    String password = r.get(Setting.ETCD_PASSWORD);
+    Optional<Path> file = r.file(Setting.ETCD_PASSWORD_FILE);
+    if (!password.isEmpty() && file.isPresent()) {
+      throw new ConfigException(Setting.ETCD_PASSWORD_FILE.name(), file.get().toString(),
+          "must not be set together with ETCD_PASSWORD; give the password one way");
+    }
+    if (user.isEmpty() && !password.isEmpty()) {
+      throw new ConfigException(Setting.ETCD_PASSWORD.name(), "(hidden)", "needs ETCD_USERNAME");
+    }
+    if (user.isEmpty() && file.isPresent()) {
+      throw new ConfigException(Setting.ETCD_PASSWORD_FILE.name(), file.get().toString(), "needs ETCD_USERNAME");
+    }
+    if (file.isPresent()) {
+      try {
+        password = Files.readString(file.get(), java.nio.charset.StandardCharsets.UTF_8).lines().findFirst().orElse("");
+      } catch (java.io.IOException | java.io.UncheckedIOException e) {
+        throw new ConfigException(Setting.ETCD_PASSWORD_FILE.name(), file.get().toString(), "cannot be read: " + e.getMessage());
+      }
+      if (password.isEmpty()) {
+        throw new ConfigException(Setting.ETCD_PASSWORD_FILE.name(), file.get().toString(), "has an empty first line");
+      }
+    }
+    if (user.isEmpty()) {
+      return Optional.empty();
+    }
+    if (password.isEmpty()) {
+      throw new ConfigException(Setting.ETCD_USERNAME.name(), user, "needs ETCD_PASSWORD or ETCD_PASSWORD_FILE");
+    }
+    return Optional.of(new EtcdAuth(user, password));
   }
 
   private static List<Cidr> parseSubnets(String raw) {

@@ -60,6 +60,11 @@ public final class EtcdStore implements AutoCloseable {
   private final AtomicBoolean closed = new AtomicBoolean();
 
   public EtcdStore(Vertx vertx, List<String> endpoints, Optional<EtcdTls> tls, Duration opTimeout) {
+    this(vertx, endpoints, tls, Optional.empty(), opTimeout);
+  }
+
+  public EtcdStore(Vertx vertx, List<String> endpoints, Optional<EtcdTls> tls, Optional<io.flannelnp.config.Config.EtcdAuth> auth,
+      Duration opTimeout) {
     this.vertx = vertx;
     this.endpoints = List.copyOf(endpoints);
     this.opTimeout = opTimeout;
@@ -76,7 +81,7 @@ public final class EtcdStore implements AutoCloseable {
         .retryMaxDuration(opTimeout)
         .keepaliveTime(Duration.ofSeconds(10))
         .keepaliveTimeout(Duration.ofSeconds(5));
-    this.client = EtcdClients.withTls(b, tls).build();
+    this.client = EtcdClients.secure(b, tls, auth).build();
   }
 
   public List<String> endpoints() {

@@ -696,6 +696,15 @@ class ConfigTest {
       return p.toString();
     }
 
+    /** A real self-signed certificate and its key (the files are read at start): {cert, key}. */
+    private String[] certAndKey() throws Exception {
+      Process p = new ProcessBuilder("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=t",
+          "-keyout", dir.resolve("key.pem").toString(), "-out", dir.resolve("cert.pem").toString()).redirectErrorStream(true).start();
+      p.getInputStream().readAllBytes();
+      assertThat(p.waitFor()).isZero();
+      return new String[] {dir.resolve("cert.pem").toString(), dir.resolve("key.pem").toString()};
+    }
+
     @Test
     void certWithoutKeyIsRejected() throws IOException {
       ConfigException e = failure("ETCD_ENDPOINTS", "https://10.0.0.5:2379", "ETCD_CERT_FILE", file("cert.pem"));
@@ -736,17 +745,18 @@ class ConfigTest {
     }
 
     @Test
-    void caAloneWithHttpsIsAccepted() throws IOException {
-      String ca = file("ca.pem");
+    void caAloneWithHttpsIsAccepted() throws Exception {
+      String ca = certAndKey()[0];
       Config c = load("ETCD_ENDPOINTS", "https://10.0.0.5:2379", "ETCD_CA_FILE", ca);
       assertThat(c.etcdTls()).contains(new Config.EtcdTls(Optional.of(Path.of(ca)), Optional.empty(), Optional.empty()));
     }
 
     @Test
-    void fullTlsWithHttpsIsAccepted() throws IOException {
-      String ca = file("ca.pem");
-      String cert = file("cert.pem");
-      String key = file("key.pem");
+    void fullTlsWithHttpsIsAccepted() throws Exception {
+      String[] pair = certAndKey();
+      String ca = pair[0];
+      String cert = pair[0];
+      String key = pair[1];
       Config c = load("ETCD_ENDPOINTS", "https://10.0.0.5:2379,https://10.0.0.6:2379",
           "ETCD_CA_FILE", ca, "ETCD_CERT_FILE", cert, "ETCD_KEY_FILE", key);
       assertThat(c.etcdTls()).contains(new Config.EtcdTls(
@@ -851,6 +861,9 @@ class ConfigTest {
         Map.entry("ETCD_CA_FILE", "/nonexistent/ca.pem"),
         Map.entry("ETCD_KEY_FILE", "/nonexistent/key.pem"),
         Map.entry("ETCD_CERT_FILE", "/nonexistent/cert.pem"),
+        Map.entry("ETCD_USERNAME", "a:b"),
+        Map.entry("ETCD_PASSWORD", "x"),
+        Map.entry("ETCD_PASSWORD_FILE", "/nonexistent/password"),
         Map.entry("DEFAULT_FLANNEL_OPTIONS", "-bogus=1"),
         Map.entry("NETWORK_SUBNET_SIZE", "x"),
         Map.entry("DEFAULT_HOST_SUBNET_SIZE", "x"),

@@ -56,7 +56,7 @@ public final class Daemon {
     this.vertx = Vertx.vertx();
     Codecs.registerAll(vertx.eventBus());
     this.schema = new EtcdSchema(config.etcdPrefix());
-    this.etcd = new EtcdStore(vertx, config.etcdEndpoints(), config.etcdTls(), Duration.ofSeconds(5));
+    this.etcd = new EtcdStore(vertx, config.etcdEndpoints(), config.etcdTls(), config.etcdAuth(), Duration.ofSeconds(5));
   }
 
   public Future<Void> start() {

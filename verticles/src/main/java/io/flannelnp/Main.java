@@ -17,18 +17,50 @@ import sun.misc.Signal;
 public final class Main {
   private Main() {}
 
+  /** One line on stderr and the usage; returns 2, the exit code of every usage error. */
+  static int usageError(String what) {
+    System.err.println("flannel-np: " + what);
+    System.err.println(USAGE);
+    return 2;
+  }
+
+  static final String USAGE = "usage: java -jar flannel-np.jar [daemon] | replay … | record … | status … | --version | --help\n"
+      + "  daemon    run the plugin (the default); every setting comes from the environment\n"
+      + "            (ETCD_ENDPOINTS, AVAILABLE_SUBNETS, …: README \"Settings\")\n"
+      + "  replay    replay etcd history through the planes' planners (replay --help)\n"
+      + "  record    write etcd history to a file for replay (record --help)\n"
+      + "  status    the cluster as etcd holds it: nodes, networks, services, problems (status --help)\n"
+      + "  --version print the version and exit\n"
+      + "exit codes: 0 ok, 1 runtime failure, 2 bad arguments or settings";
+
   public static void main(String[] args) throws InterruptedException {
-    if (args.length > 0 && (args[0].equals("replay") || args[0].equals("record"))) {
+    String cmd = args.length == 0 ? "daemon" : args[0];
+    if (cmd.equals("--version") || cmd.equals("version")) {
+      System.out.println("flannel-np " + Version.string());
+      System.exit(args.length == 1 ? 0 : usageError("--version takes no arguments"));
+    }
+    if (cmd.equals("--help") || cmd.equals("-h") || cmd.equals("help")) {
+      System.out.println(USAGE);
+      System.exit(0);
+    }
+    if (cmd.equals("replay") || cmd.equals("record")) {
       System.exit(io.flannelnp.replay.ReplayCommand.run(args, System.getenv(), System.out, System.err));
     }
-    if (args.length > 0 && args[0].equals("status")) {
+    if (cmd.equals("status")) {
       System.exit(io.flannelnp.status.StatusCommand.run(args, System.getenv(), System.out, System.err));
     }
-    if (args.length > 0 && !args[0].equals("daemon")) {
-      System.err.println("flannel-np: unknown command '" + args[0] + "'; usage: java -jar flannel-np.jar"
-          + " [daemon | replay --from-revision N [--to-revision M] [--node ID] [--plane flannel|lb|dns|ipam] [--file F]"
-          + " | record --from-revision N --out FILE | status [--json]]");
-      System.exit(2);
+    if (!cmd.equals("daemon")) {
+      System.exit(usageError("unknown command '" + cmd + "'"));
+    }
+    if (args.length > 1) {
+      if (args.length == 2 && (args[1].equals("--help") || args[1].equals("-h"))) {
+        System.out.println("usage: java -jar flannel-np.jar [daemon]\n"
+            + "Runs the Docker network and IPAM plugin. It takes no arguments: every setting comes from the\n"
+            + "environment, as a managed plugin receives them (docker plugin set NAME=VALUE); README \"Settings\".\n"
+            + "A bad setting stops it with exit code 2 and one line naming the variable, the value and the rule.");
+        System.exit(0);
+      }
+      System.exit(usageError("daemon takes no arguments (settings come from the environment), got '" + args[1] + "'"));
     }
     Config config;
     try {
@@ -40,7 +72,7 @@ public final class Main {
     }
     Logging.configure(config.logLevel(), config.logFormat(), System.err);
     Logger log = Logger.getLogger(Main.class.getName());
-    log.info("flannel-np starting on node " + config.nodeName() + ", etcd " + String.join(",", config.etcdEndpoints())
+    log.info("flannel-np " + Version.string() + " starting on node " + config.nodeName() + ", etcd " + String.join(",", config.etcdEndpoints())
         + " prefix " + config.etcdPrefix());
     log.info(config.capacityLine());
     config.flannelOptions().notes().forEach(log::info);

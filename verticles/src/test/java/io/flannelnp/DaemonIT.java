@@ -215,4 +215,74 @@ class DaemonIT {
       assertThat(new PluginClient(sock).post("/NetworkDriver.GetCapabilities", "").status()).isEqualTo(200);
     }
   }
+
+  /** {@code java -jar flannel-np.jar ARGS}: exit code, stdout, stderr. */
+  record Cli(int exit, String out, String err) {}
+
+  static Cli cli(String... args) throws Exception {
+    List<String> cmd = new java.util.ArrayList<>(List.of("java", "-jar", DaemonProcess.jar().toAbsolutePath().toString()));
+    cmd.addAll(List.of(args));
+    Process p = new ProcessBuilder(cmd).start();
+    java.util.concurrent.CompletableFuture<String> err =
+        java.util.concurrent.CompletableFuture.supplyAsync(() -> read(p.getErrorStream()));
+    String out = read(p.getInputStream());
+    assertThat(p.waitFor(30, java.util.concurrent.TimeUnit.SECONDS)).isTrue();
+    return new Cli(p.exitValue(), out, err.join());
+  }
+
+  static String read(java.io.InputStream in) {
+    try {
+      return new String(in.readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+    } catch (IOException e) {
+      throw new java.io.UncheckedIOException(e);
+    }
+  }
+
+  /**
+   * One version string everywhere an operator looks: the Maven project version and the commit
+   * (-dirty with uncommitted changes), valid as a Docker tag.
+   */
+  @Test
+  void oneVersionStringInVersionTheStartUpLineHealthAndBuildInfoMetric() throws Exception {
+    Cli v = cli("--version");
+    assertThat(v.exit()).as(v.err()).isZero();
+    String projectVersion = System.getProperty("flannelnp.projectVersion");
+    assertThat(projectVersion).as("failsafe passes the pom's version").isNotBlank();
+    assertThat(v.out().strip()).matches("flannel-np " + java.util.regex.Pattern.quote(projectVersion)
+        + "-(g[0-9a-f]{12}(-dirty)?|nogit)");
+    String version = v.out().strip().substring("flannel-np ".length());
+    assertThat(version).as("a Docker tag").matches("[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}");
+
+    int port = EtcdServer.freePort();
+    Map<String, String> e = env(deadEtcd());
+    e.put("ADMIN_LISTEN", "127.0.0.1:" + port);
+    e.put("ADMIN_INSECURE_LOOPBACK", "true");
+    try (DaemonProcess d = DaemonProcess.start(dir, e)) {
+      assertThat(d.waitForLog("flannel-np started", Duration.ofSeconds(30))).as(d.stderr()).isTrue();
+      assertThat(d.stderr()).contains("flannel-np " + version + " starting on node it-node");
+      java.net.http.HttpClient http = java.net.http.HttpClient.newHttpClient();
+      String health = http.send(java.net.http.HttpRequest.newBuilder(java.net.URI.create("http://127.0.0.1:" + port + "/health")).build(),
+          java.net.http.HttpResponse.BodyHandlers.ofString()).body();
+      assertThat(new JsonObject(health).getString("version")).isEqualTo(version);
+      String metrics = http.send(java.net.http.HttpRequest.newBuilder(java.net.URI.create("http://127.0.0.1:" + port + "/metrics")).build(),
+          java.net.http.HttpResponse.BodyHandlers.ofString()).body();
+      assertThat(metrics).containsPattern("\\nfnp_build_info\\{version=\"" + java.util.regex.Pattern.quote(version) + "\"} 1(\\.0)?\\n");
+    }
+  }
+
+  @Test
+  void helpExitsZeroForTheDaemonAndEachSubcommandAndUsageErrorsExitTwo() throws Exception {
+    for (String[] args : List.of(new String[] {"--help"}, new String[] {"-h"}, new String[] {"daemon", "--help"},
+        new String[] {"replay", "--help"}, new String[] {"record", "--help"})) {
+      Cli c = cli(args);
+      assertThat(c.exit()).as(String.join(" ", args) + ": " + c.err()).isZero();
+      assertThat(c.out()).as(String.join(" ", args)).startsWith("usage: java -jar flannel-np.jar");
+    }
+    for (String[] args : List.of(new String[] {"deamon"}, new String[] {"daemon", "--etcd"}, new String[] {"--version", "x"},
+        new String[] {"replay", "--from"}, new String[] {"record", "--from-revision", "1"})) {
+      Cli c = cli(args);
+      assertThat(c.exit()).as(String.join(" ", args) + ": " + c.out() + c.err()).isEqualTo(2);
+      assertThat(c.err()).as(String.join(" ", args)).startsWith("flannel-np").contains("usage:").doesNotContain("Exception");
+    }
+  }
 }

@@ -463,6 +463,7 @@ public final class AdminVerticle extends VerticleBase {
     long w = watchRevision.get();
     return new JsonObject()
         .put("live", true)
+        .put("version", io.flannelnp.Version.string())
         .put("ready", ready)
         .put("reasons", why.toString().trim())
         .put("etcd", etcd == null ? new JsonObject().put("reachable", (Object) null)

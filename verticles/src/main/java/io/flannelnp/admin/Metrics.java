@@ -21,6 +21,12 @@ public final class Metrics {
 
   private Metrics() {}
 
+  static {
+    // fnp_build_info{version="…"} 1: which build a node runs, next to its other series
+    io.prometheus.metrics.core.metrics.Info.builder().name("fnp_build_info").help("the daemon's build (value 1)")
+        .labelNames("version").register(REGISTRY.getPrometheusRegistry()).addLabelValues(io.flannelnp.Version.string());
+  }
+
   private static final String[] RCODES = {"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"};
 
   /** A DNS query answered here; {@code rcode} from the answer's header, {@code nanos} since it arrived (negative: unknown, not timed). */

@@ -53,11 +53,12 @@ public record Recording(String prefix, long fromRevision, long toRevision, List<
     }
   }
 
-  /** With the daemon's TLS settings ({@link io.flannelnp.etcd.EtcdClients}): https:// is never plaintext. */
-  public static Recording fromEtcd(List<String> endpoints, Optional<EtcdTls> tls, String prefix, long from, long to,
-      long timeoutMs) throws ReplayException, InterruptedException {
+  /** With the daemon's TLS and auth settings ({@link io.flannelnp.etcd.EtcdClients}): https:// is never plaintext. */
+  public static Recording fromEtcd(List<String> endpoints, Optional<EtcdTls> tls,
+      Optional<io.flannelnp.config.Config.EtcdAuth> auth, String prefix, long from, long to, long timeoutMs)
+      throws ReplayException, InterruptedException {
     ByteSequence root = ByteSequence.from(prefix + "/", StandardCharsets.UTF_8);
-    try (Client client = EtcdClients.withTls(Client.builder().endpoints(endpoints.toArray(String[]::new)), tls)
+    try (Client client = EtcdClients.secure(Client.builder().endpoints(endpoints.toArray(String[]::new)), tls, auth)
         .build()) {
       long head;
       List<KeyValue> base = new ArrayList<>();

@@ -36,6 +36,14 @@ public final class ReplayCommand {
     String cmd = args[0];
     Map<String, String> opts = new LinkedHashMap<>();
     Set<String> planes = new LinkedHashSet<>();
+    if (List.of(args).subList(1, args.length).stream().anyMatch(a -> a.equals("--help") || a.equals("-h"))) {
+      out.println(USAGE);
+      out.println(cmd.equals("record")
+          ? "Writes the etcd history under ETCD_PREFIX (from ETCD_ENDPOINTS, with the daemon's TLS and auth settings) to FILE (mode 0600)."
+          : "Replays the history (from etcd, as the daemon's settings reach it, or from a record --out FILE) through the planes' planners and prints what each would apply.");
+      out.println("exit codes: 0 ok, 1 etcd cannot deliver the history, 2 bad arguments or settings");
+      return 0;
+    }
     List<String> known = cmd.equals("record") ? List.of("--from-revision", "--to-revision", "--out")
         : List.of("--from-revision", "--to-revision", "--node", "--plane", "--file");
     for (int i = 1; i < args.length; i++) {
@@ -100,7 +108,7 @@ public final class ReplayCommand {
         Map<String, String> probe = new LinkedHashMap<>(env);
         probe.putIfAbsent(Setting.AVAILABLE_SUBNETS.name(), "10.0.0.0/8");
         Config c = Config.fromEnv(probe, () -> "replay");
-        rec = Recording.fromEtcd(c.etcdEndpoints(), c.etcdTls(), c.etcdPrefix(), from, to, 30_000);
+        rec = Recording.fromEtcd(c.etcdEndpoints(), c.etcdTls(), c.etcdAuth(), c.etcdPrefix(), from, to, 30_000);
       }
       if (cmd.equals("record")) {
         Path file = Path.of(opts.get("--out"));

@@ -9,4 +9,10 @@ class SwarmE2E28IT extends SwarmE2ESuite {
   SwarmE2E28IT() {
     super(System.getProperty("flannelnp.e2e.docker28", "28,28,28"), "fnf", "198.18.10");
   }
+
+  /** The upgrade, refused-setting and stack tests run once, on the mixed Swarm of SwarmE2EIT. */
+  @Override
+  boolean operatorTests() {
+    return false;
+  }
 }

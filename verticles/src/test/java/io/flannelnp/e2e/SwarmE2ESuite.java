@@ -34,8 +34,9 @@ import org.junit.jupiter.api.TestMethodOrder;
  * namespace, each node on the engine its subclass names (the mixed Swarm: node 1 Docker 28,
  * Debian sid's docker.io; node 2 this machine's, Debian 12's 20.10; node 3 Docker 26, Debian
  * trixie's); one etcd; dnsmasq on the lab bridge as the daemons' upstream), installed as an
- * operator does: plugin create + set + enable
- * on every node, and on every engine of 27 or older the OCI hook (hook/) as default runtime with
+ * operator does: scripts/build-plugin.sh's directory pushed once to the lab's registry under the
+ * build's version, then `docker plugin install --alias flannel-np:latest --grant-all-permissions
+ * REGISTRY/flannel-np:VERSION KEY=VALUE…` on every node, and on every engine of 27 or older the OCI hook (hook/) as default runtime with
  * IS_HOOK_AVAILABLE=true. Everything is driven through the docker CLI of each node and checked
  * from client containers on every node.
  *
@@ -55,7 +56,8 @@ import org.junit.jupiter.api.TestMethodOrder;
 @TestMethodOrder(MethodOrderer.OrderAnnotation.class)
 abstract class SwarmE2ESuite {
   static final int N = 3;
-  static final String PLUGIN = "flannel-np:e2e";
+  /** The driver name: the alias every node installs the registry's build under (README "Install"). */
+  static final String PLUGIN = "flannel-np:latest";
   static final String IMAGE = "fnp/busybox:latest";
   static final String SUBNETS = "10.200.0.0/16";
   static final String EXT_NAME = "ext.fne.test";
@@ -74,6 +76,8 @@ abstract class SwarmE2ESuite {
   final Path pluginDir;
   final Path logs = Path.of(System.getProperty("flannelnp.e2e.logs", "target/e2e-logs"));
   String fid;
+  /** The build's version (the tag pushed to the lab's registry). */
+  String version;
   boolean up;
   Map<Integer, SwarmLab.Engine> engines;
   /** The node the tests send Swarm commands to: the leader (node 1 until the leadership moves). */
@@ -123,11 +127,19 @@ abstract class SwarmE2ESuite {
       assertThat(e.hook()).as("node " + e.node() + " (Docker " + e.version() + ") has the OCI hook exactly when its engine is 27 or older")
           .isEqualTo(e.major() <= 27);
     }
-    lab.lab(Duration.ofMinutes(3), "install-plugin", pluginDir.toString(), PLUGIN, "ETCD_ENDPOINTS={etcd}",
+    // as an operator installs it: pushed once to a registry (the lab's, on its bridge) under the
+    // build's version, then `docker plugin install --alias` with the settings on every node
+    version = pluginVersion(pluginDir);
+    String ref = lab.lab(Duration.ofSeconds(10), "registry").out().strip() + "/flannel-np:" + version;
+    lab.lab(Duration.ofMinutes(3), "push-plugin", pluginDir.toString(), ref).out();
+    lab.lab(Duration.ofMinutes(3), "pull-plugin", ref, PLUGIN, "ETCD_ENDPOINTS={etcd}",
         "NODE_NAME={node}", "AVAILABLE_SUBNETS=" + SUBNETS, "DEFAULT_FLANNEL_OPTIONS=-iface=eth0", "DNS_TTL=" + TTL,
         "IS_HOOK_AVAILABLE={hook}").out();
     for (int i = 1; i <= N; i++) {
-      assertThat(lab.dk(i, "plugin", "inspect", "-f", "{{.Enabled}}", PLUGIN).out().strip()).as("enabled on node " + i).isEqualTo("true");
+      assertThat(lab.dk(i, "plugin", "inspect", "-f", "{{.Enabled}} {{.PluginReference}}", PLUGIN).out().strip())
+          .as("enabled on node " + i + ", installed from the registry").isEqualTo("true " + ref);
+      assertThat(lab.dk(i, "plugin", "inspect", "-f", "{{.Config.Description}}", PLUGIN).out())
+          .as("the description names the version on node " + i).startsWith("flannel-np " + version + ": ");
     }
     fid = UUID.randomUUID().toString();
     lab.dk(mgr, "network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN, "--ipam-opt", "flannel-id=" + fid, "--attachable", "n1").out();
@@ -149,6 +161,14 @@ abstract class SwarmE2ESuite {
     }
   }
 
+  /** The version of the build in a plugin directory: its daemon's `--version`, the tag it is pushed under. */
+  String pluginVersion(Path dir) {
+    String v = lab.run(Duration.ofSeconds(30), List.of("java", "-jar", dir.resolve("rootfs/opt/flannel-np/flannel-np.jar").toString(),
+        "--version")).out().strip();
+    assertThat(v).matches("flannel-np [0-9][A-Za-z0-9_.-]*");
+    return v.substring("flannel-np ".length());
+  }
+
   void buildPluginIfStale() throws IOException {
     buildPluginIfStale(lab, root, pluginDir);
   }
@@ -161,12 +181,17 @@ abstract class SwarmE2ESuite {
     Path inRootfs = pluginDir.resolve("rootfs/opt/flannel-np/flannel-np.jar");
     // by content: `mvn verify` rewrites the jar every time, mostly with the same bytes
     boolean stale = !Files.exists(cfg) || !Files.exists(inRootfs) || Files.mismatch(jar, inRootfs) != -1
-        || Files.mismatch(root.resolve("plugin-bundle/config.json"), cfg) != -1
+        || !withoutDescription(root.resolve("plugin-bundle/config.json")).equals(withoutDescription(cfg))
         || !Files.exists(pluginDir.resolve("rootfs/opt/flannel-np/entrypoint.sh"))
         || Files.mismatch(root.resolve("plugin-bundle/entrypoint.sh"), pluginDir.resolve("rootfs/opt/flannel-np/entrypoint.sh")) != -1;
     if (stale) {
       lab.run(Duration.ofMinutes(20), List.of(root.resolve("scripts/build-plugin.sh").toString(), pluginDir.toString())).out();
     }
+  }
+
+  /** config.json but its description, which build-plugin.sh prefixes with the version. */
+  static List<String> withoutDescription(Path cfg) throws IOException {
+    return Files.readAllLines(cfg).stream().filter(l -> !l.trim().startsWith("\"description\": \"flannel-np")).toList();
   }
 
   @AfterAll
@@ -992,6 +1017,294 @@ abstract class SwarmE2ESuite {
       }
       Files.deleteIfExists(dir);
       lab.dk(3, "plugin", "enable", PLUGIN); // enabled again even when the test failed halfway
+    }
+  }
+
+  // ---- operating it: upgrade, settings, stack deploy ------------------------------------------
+
+  /**
+   * Whether this lab runs the operator's tests (upgrade, a refused setting, stack deploy): they
+   * take minutes and test the plugin's packaging, not an engine, so one Swarm (the mixed one,
+   * every engine in it) runs them.
+   */
+  boolean operatorTests() {
+    return true;
+  }
+
+  /**
+   * A client loop in cI on every node: each 0.2 s one HTTP request by name (our DNS, then the
+   * VIP) and one to the VIP's address (the kernel's load balancer alone), stamped with the
+   * kernel's uptime (the same clock on every node). Lines: "T name-result vip-result".
+   */
+  List<Process> clientLoops(Path dir, int seconds, String vip) {
+    String loop = "end=$(( $(date +%s) + $0 )); while [ $(date +%s) -lt $end ]; do t=$(cut -d' ' -f1 /proc/uptime); "
+        + "a=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 1 web 80 | tail -n 1); "
+        + "b=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 1 $1 80 | tail -n 1); "
+        + "echo \"$t ${a:-FAIL} ${b:-FAIL}\"; sleep 0.2; done";
+    List<Process> loops = new ArrayList<>();
+    for (int i = 1; i <= N; i++) {
+      loops.add(lab.start(dir.resolve("n" + i), "dk", Integer.toString(i), "exec", "c" + i, "sh", "-c", loop,
+          Integer.toString(seconds), vip));
+    }
+    return loops;
+  }
+
+  /** A loop's samples: uptime, by-name ok, by-VIP ok. */
+  record Sample(double t, boolean name, boolean vip) {}
+
+  static List<Sample> samples(Path file) throws IOException {
+    return Files.readAllLines(file).stream().filter(l -> l.matches("\\d+\\.\\d+ \\S+ \\S+"))
+        .map(l -> l.split(" ")).map(f -> new Sample(Double.parseDouble(f[0]), !f[1].equals("FAIL"), !f[2].equals("FAIL")))
+        .toList();
+  }
+
+  /** The longest time requests by name failed in [from, to]: first failure to the next success. */
+  static double longestNameGap(List<Sample> s, double from, double to) {
+    double worst = 0;
+    Double failSince = null;
+    for (Sample x : s) {
+      if (x.t() < from || x.t() > to) {
+        continue;
+      }
+      if (!x.name() && failSince == null) {
+        failSince = x.t();
+      } else if (x.name() && failSince != null) {
+        worst = Math.max(worst, x.t() - failSince);
+        failSince = null;
+      }
+    }
+    return failSince == null ? worst : Double.POSITIVE_INFINITY;
+  }
+
+  double uptime() {
+    return Double.parseDouble(lab.exec(1, "cut", "-d", " ", "-f1", "/proc/uptime").out().strip());
+  }
+
+  static void destroy(List<Process> loops) {
+    loops.forEach(p -> {
+      p.descendants().forEach(ProcessHandle::destroyForcibly);
+      p.destroyForcibly();
+    });
+  }
+
+  static void stopLoops(List<Process> loops, Path dir) throws IOException {
+    destroy(loops);
+    try (var s = Files.list(dir)) {
+      for (Path f : s.toList()) {
+        Files.deleteIfExists(f);
+      }
+    }
+    Files.deleteIfExists(dir);
+  }
+
+  /**
+   * The operator's upgrade, one node at a time under a client loop on every node: `docker plugin
+   * disable -f`, `docker plugin upgrade` to a second build (the same daemon with another version,
+   * pushed to the registry like a release), `enable`. Networks stay because the driver is the
+   * alias. The other nodes lose no request; on the upgraded node the VIP (kernel state) loses
+   * none and a connection established before stays usable; requests by name fail from the
+   * disable until the new daemon serves the node's containers (measured and printed).
+   */
+  @Test
+  @Order(18)
+  void pluginUpgradeNodeByNodeUnderLoadKeepsTheOthersAndTheVipServing() throws Exception {
+    org.junit.jupiter.api.Assumptions.assumeTrue(operatorTests(), "the operator's tests run on the mixed Swarm only");
+    String v2 = version + ".next";
+    Path work = Files.createTempDirectory(prefix + "-e2e-v2");
+    Path dir = Files.createTempDirectory(prefix + "-e2e-upgrade");
+    List<Process> loops = List.of();
+    try {
+      Path jar2 = work.resolve("flannel-np.jar");
+      Files.copy(root.resolve("verticles/target/flannel-np.jar"), jar2);
+      Files.writeString(work.resolve("manifest.txt"), "Implementation-Version: " + v2 + "\n");
+      lab.run(Duration.ofMinutes(1), List.of("jar", "--update", "--file", jar2.toString(), "--manifest",
+          work.resolve("manifest.txt").toString())).out();
+      Path plugin2 = work.resolve("plugin");
+      lab.run(Duration.ofMinutes(10), List.of(root.resolve("scripts/build-plugin.sh").toString(), plugin2.toString(),
+          "--jar", jar2.toString())).out();
+      assertThat(pluginVersion(plugin2)).isEqualTo(v2);
+      String ref2 = lab.lab(Duration.ofSeconds(10), "registry").out().strip() + "/flannel-np:" + v2;
+      lab.lab(Duration.ofMinutes(3), "push-plugin", plugin2.toString(), ref2).out();
+
+      String vip = vip("web");
+      int seconds = 90 * N; // longer than the upgrades take: the loops are stopped once they are done
+      loops = clientLoops(dir, seconds, vip);
+      sleep(3000);
+      double[] from = new double[N + 1];
+      double[] to = new double[N + 1];
+      double[] enabledAt = new double[N + 1];
+      for (int k = 1; k <= N; k++) {
+        Path held = dir.resolve("held" + k);
+        // a connection through the VIP opened before the disable, finished after the enable
+        Process conn = lab.start(held, "dk", Integer.toString(k), "exec", "c" + k, "sh", "-c",
+            "(printf 'GET / HTTP/1.0\\r\\n'; sleep 15; printf '\\r\\n') | nc -w 40 $0 80", vip);
+        sleep(1000);
+        from[k] = uptime();
+        lab.dk(k, "plugin", "disable", "-f", PLUGIN).out();
+        double disabled = uptime();
+        // another tag than the installed one: the CLI would ask "Plugin images do not match, are you sure?"
+        lab.dk(k, "plugin", "upgrade", "--grant-all-permissions", "--skip-remote-check", PLUGIN, ref2).out();
+        double upgraded = uptime();
+        // the environment settings stay; a mount source goes back to the new build's default
+        assertThat(lab.dk(k, "plugin", "inspect", "-f", "{{.Settings.Env}}", PLUGIN).out())
+            .as("node %d's settings after the upgrade", k).contains("AVAILABLE_SUBNETS=" + SUBNETS).contains("NODE_NAME=" + prefix + k);
+        lab.dk(k, "plugin", "set", PLUGIN, "config-dir.source=/etc/docker/flannel-np").out();
+        lab.dk(k, "plugin", "enable", PLUGIN).out();
+        enabledAt[k] = uptime();
+        String pid = lab.dk(k, "inspect", "-f", "{{.State.Pid}}", "c" + k).out().strip();
+        int node = k;
+        await(Duration.ofSeconds(15), "flannel-np " + v2 + " answering web in c" + k,
+            () -> lab.dig(node, pid, "web").equals(List.of(new SwarmLab.A("web.", TTL, vip))));
+        double served = uptime();
+        System.out.printf("upgrade node %d: disable %.1f s, upgrade (pull + unpack) %.1f s, enable %.1f s, DNS served %.1f s after enable%n",
+            k, disabled - from[k], upgraded - disabled, enabledAt[k] - upgraded, served - enabledAt[k]);
+        assertThat(conn.waitFor(40, java.util.concurrent.TimeUnit.SECONDS)).isTrue();
+        assertThat(Files.readString(held)).as("node %d: the connection opened before the upgrade is answered after it", k)
+            .containsPattern("HTTP/1\\.[01] 200 ");
+        assertThat(lab.dk(k, "plugin", "inspect", "-f", "{{.PluginReference}}|{{.Config.Description}}", PLUGIN).out())
+            .as("node %d runs the new build under the same alias", k).startsWith(ref2 + "|flannel-np " + v2 + ": ");
+        assertThat(read(lab.dockerdLog(k))).contains("flannel-np " + v2 + " starting on node");
+        sleep(2000);
+        to[k] = uptime();
+      }
+      destroy(loops);
+      for (int i = 1; i <= N; i++) {
+        List<Sample> s = samples(dir.resolve("n" + i));
+        assertThat(s.size()).as("loop on node " + i + " ran").isGreaterThan(50);
+        for (int k = 1; k <= N; k++) {
+          double a = from[k];
+          double b = to[k];
+          List<Sample> window = s.stream().filter(x -> x.t() >= a && x.t() <= b).toList();
+          assertThat(window).as("node %d's samples while node %d was upgraded", i, k).isNotEmpty()
+              .allMatch(Sample::vip, "the VIP answers");
+          if (i != k) {
+            assertThat(window).as("node %d's requests by name while node %d was upgraded", i, k).allMatch(Sample::name);
+          } else {
+            double gap = longestNameGap(s, a, b);
+            System.out.printf("upgrade node %d: requests by name failed for %.1f s on it (VIP by address: no failure)%n", k, gap);
+            assertThat(gap).as("node %d: requests by name fail only while its plugin restarts", k)
+                .isLessThan(enabledAt[k] - a + 5);
+          }
+        }
+      }
+    } finally {
+      stopLoops(loops, dir);
+      lab.run(Duration.ofSeconds(30), List.of("rm", "-rf", work.toString()));
+      for (int k = 1; k <= N; k++) { // enabled again even when the test failed halfway
+        lab.dk(k, "plugin", "set", PLUGIN, "config-dir.source=/etc/docker/flannel-np");
+        lab.dk(k, "plugin", "enable", PLUGIN);
+      }
+    }
+  }
+
+  /**
+   * A setting the daemon refuses: `docker plugin enable` fails (Docker reports only the socket),
+   * and the reason is the plugin's one exit-2 line in dockerd's log, which the README's
+   * Troubleshooting greps for. Then the operator's fix (disable, set, enable) under a client loop:
+   * how long requests by name fail on that node is measured.
+   */
+  @Test
+  @Order(18)
+  void aRefusedSettingIsFoundInDockerdsLogAndTheFixRestoresTheNode() throws Exception {
+    org.junit.jupiter.api.Assumptions.assumeTrue(operatorTests(), "the operator's tests run on the mixed Swarm only");
+    int k = 2;
+    String bad = "10.200.0.0/33";
+    Path dir = Files.createTempDirectory(prefix + "-e2e-settings");
+    List<Process> loops = List.of();
+    try {
+      String vip = vip("web");
+      loops = clientLoops(dir, 150, vip);
+      sleep(3000);
+      double from = uptime();
+      lab.dk(k, "plugin", "disable", "-f", PLUGIN).out();
+      lab.dk(k, "plugin", "set", PLUGIN, "AVAILABLE_SUBNETS=" + bad).out();
+      Result enable = lab.dk(k, "plugin", "enable", PLUGIN);
+      assertThat(enable.exit()).as("enable with a refused setting fails: " + enable.err()).isNotZero();
+      String line = read(lab.dockerdLog(k)).lines().filter(l -> l.contains("flannel-np: invalid setting AVAILABLE_SUBNETS"))
+          .findFirst().orElse("");
+      System.out.println("refused setting, docker plugin enable said: " + enable.err().strip());
+      System.out.println("refused setting, dockerd log: " + line);
+      assertThat(line).as("the plugin's exit-2 line in dockerd's log")
+          .contains("flannel-np: invalid setting AVAILABLE_SUBNETS=\\\"" + bad + "\\\": ");
+      lab.dk(k, "plugin", "disable", "-f", PLUGIN); // Docker may leave it marked enabled
+      lab.dk(k, "plugin", "set", PLUGIN, "AVAILABLE_SUBNETS=" + SUBNETS).out();
+      // Docker restarts a plugin that exited once more and cleans its containerd container up a
+      // moment later: an enable right away may be told "id already in use" (and still take)
+      List<String> answers = new ArrayList<>();
+      for (int attempt = 0; attempt < 20; attempt++) {
+        Result r = lab.dk(k, "plugin", "enable", PLUGIN);
+        answers.add(r.ok() ? "ok" : r.err().strip());
+        if (r.ok() || r.err().contains("already enabled")) {
+          break;
+        }
+        sleep(500);
+      }
+      System.out.println("refused setting: enable after the fix answered " + answers);
+      assertThat(lab.dk(k, "plugin", "inspect", "-f", "{{.Enabled}}", PLUGIN).out().strip()).isEqualTo("true");
+      double enabled = uptime();
+      String pid = lab.dk(k, "inspect", "-f", "{{.State.Pid}}", "c" + k).out().strip();
+      await(Duration.ofSeconds(15), "flannel-np answering web in c" + k + " after the fix",
+          () -> lab.dig(k, pid, "web").equals(List.of(new SwarmLab.A("web.", TTL, vip))));
+      double served = uptime();
+      sleep(2000);
+      double to = uptime();
+      destroy(loops);
+      for (int i = 1; i <= N; i++) {
+        List<Sample> s = samples(dir.resolve("n" + i)).stream().filter(x -> x.t() >= from && x.t() <= to).toList();
+        assertThat(s).as("node %d's VIP by address during the settings change on node %d", i, k).isNotEmpty().allMatch(Sample::vip);
+        if (i != k) {
+          assertThat(s).as("node %d's requests by name during the settings change on node %d", i, k).allMatch(Sample::name);
+        } else {
+          System.out.printf("settings change on node %d: requests by name failed for %.1f s (disable, refused enable, set,"
+              + " enable: %.1f s; DNS served %.1f s after the last enable)%n", k, longestNameGap(s, from, to), enabled - from,
+              served - enabled);
+        }
+      }
+    } finally {
+      stopLoops(loops, dir);
+      if (!lab.dk(k, "plugin", "inspect", "-f", "{{.Enabled}}", PLUGIN).out().strip().equals("true")) {
+        lab.dk(k, "plugin", "set", PLUGIN, "AVAILABLE_SUBNETS=" + SUBNETS);
+        lab.dk(k, "plugin", "enable", PLUGIN);
+      }
+    }
+  }
+
+  /**
+   * README's `docker stack deploy` example: a compose file whose service uses a network of ours
+   * created beforehand with its flannel-id (compose files cannot pass IPAM options), declared
+   * external; its name resolves to its VIP and answers from every node.
+   */
+  @Test
+  @Order(18)
+  void aStackDeployedFromAComposeFileRunsOnOurNetwork() throws Exception {
+    org.junit.jupiter.api.Assumptions.assumeTrue(operatorTests(), "the operator's tests run on the mixed Swarm only");
+    Path compose = Files.createTempFile(prefix + "-stack", ".yml");
+    try {
+      Files.writeString(compose, """
+          version: "3.8"
+          services:
+            api:
+              image: %s
+              command: ["sh", "-c", "%s"]
+              deploy:
+                replicas: 2
+              networks: [n1]
+          networks:
+            n1:
+              external: true
+          """.formatted(IMAGE, HTTPD));
+      lab.dk(mgr, "stack", "deploy", "--resolve-image", "never", "-c", compose.toString(), "demo").out();
+      await(Duration.ofSeconds(60), "stack service demo_api with 2 tasks", () -> tasks("demo_api").size() == 2);
+      String vip = vip("demo_api");
+      for (int i = 1; i <= N; i++) {
+        int node = i;
+        await(Duration.ofSeconds(10), "demo_api resolves and answers on node " + i,
+            () -> lab.nslookup(node, "c" + node, "demo_api").equals(Set.of(vip)) && !lab.http(node, "c" + node, "demo_api").isEmpty());
+      }
+    } finally {
+      lab.dk(mgr, "stack", "rm", "demo");
+      Files.deleteIfExists(compose);
+      await(Duration.ofSeconds(30), "stack demo removed", () -> tasks("demo_api").isEmpty());
     }
   }
 

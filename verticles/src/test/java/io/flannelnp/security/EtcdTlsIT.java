@@ -111,4 +111,58 @@ class EtcdTlsIT {
       vertx.close().await(5, TimeUnit.SECONDS);
     }
   }
+
+  /**
+   * An etcd that requires client certificates and user authentication: record and replay get in
+   * with the daemon's ETCD_USERNAME and ETCD_PASSWORD_FILE; without credentials they fail (exit 1,
+   * one line, no stack trace) and write nothing.
+   */
+  @Test
+  void recordAndReplayUseTheDaemonsEtcdUserAndPassword() throws Exception {
+    try (EtcdServer authEtcd = EtcdServer.startTls(pki)) {
+      List<String> ctl = List.of("etcdctl", "--endpoints", authEtcd.endpoint(), "--cacert", pki.resolve("ca.pem").toString(),
+          "--cert", pki.resolve("client.pem").toString(), "--key", pki.resolve("client-key.pem").toString());
+      for (String[] a : new String[][] {{"put", "/fns-auth/docker-data/services/s2", "{\"ServiceID\":\"s2\",\"Name\":\"db\"}"},
+          {"user", "add", "root", "--new-user-password=rootpw", "--interactive=false"}, {"user", "grant-role", "root", "root"},
+          {"user", "add", "fns", "--new-user-password=fns-pw", "--interactive=false"}, {"role", "add", "fns-r"},
+          {"role", "grant-permission", "fns-r", "read", "/fns-auth/", "--prefix=true"}, {"user", "grant-role", "fns", "fns-r"},
+          {"auth", "enable"}}) {
+        List<String> cmd = new java.util.ArrayList<>(ctl);
+        cmd.addAll(List.of(a));
+        Netns.run(cmd).ok();
+      }
+      Files.writeString(pki.resolve("fns-password"), "fns-pw\n");
+      Map<String, String> e = new java.util.HashMap<>(env(true));
+      e.put("ETCD_ENDPOINTS", authEtcd.endpoint());
+      e.put("ETCD_PREFIX", "/fns-auth");
+      Path out = pki.resolve("auth-dump.jsonl");
+      Run denied = LocalAttackIT.jar(pki, e, List.of(), null, "record", "--from-revision", "1", "--out", out.toString());
+      assertThat(denied.exit()).as("no credentials: " + denied.err()).isEqualTo(1);
+      assertThat(denied.err()).doesNotContain("\tat ");
+      assertThat(out).doesNotExist();
+      e.put("ETCD_USERNAME", "fns");
+      e.put("ETCD_PASSWORD_FILE", pki.resolve("fns-password").toString());
+      Run rec = LocalAttackIT.jar(pki, e, List.of(), null, "record", "--from-revision", "1", "--out", out.toString());
+      assertThat(rec.exit()).as(rec.err()).isZero();
+      assertThat(Files.readString(out)).contains("/fns-auth/docker-data/services/s2");
+      Run replay = LocalAttackIT.jar(pki, e, List.of(), null, "replay", "--from-revision", "1", "--plane", "dns");
+      assertThat(replay.exit()).as(replay.err()).isZero();
+      assertThat(replay.out()).contains("/fns-auth/docker-data/services/s2");
+    }
+  }
+
+  /** A client key the daemon cannot use: exit 2 and one line naming ETCD_KEY_FILE, before anything starts. */
+  @Test
+  void anUnusableKeyStopsTheDaemonWithExitCode2AndOneLine() throws Exception {
+    Files.writeString(pki.resolve("broken-key.pem"), "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
+    Map<String, String> e = new java.util.HashMap<>(env(true));
+    e.put("ETCD_KEY_FILE", pki.resolve("broken-key.pem").toString());
+    e.put("AVAILABLE_SUBNETS", "10.0.0.0/8");
+    e.put("PLUGIN_SOCKET", pki.resolve("never.sock").toString());
+    Run d = LocalAttackIT.jar(pki, e, List.of(), null);
+    assertThat(d.exit()).as(d.err()).isEqualTo(2);
+    assertThat(d.err().strip().lines().toList()).hasSize(1).first().asString()
+        .startsWith("flannel-np: invalid setting ETCD_KEY_FILE=\"" + pki.resolve("broken-key.pem") + "\": ")
+        .contains("not a valid RSA, EC or EdDSA private key");
+  }
 }
