@@ -37,10 +37,9 @@ for ((k = 1; k < ${#argv[@]}; k++)); do
   [[ "${argv[k]}" == -jar ]] && jar="${argv[k + 1]:-}"
 done
 [[ "$jar" == *flannel-np.jar ]] || die "process $PID does not run flannel-np.jar"
-envs=()
-while IFS= read -r -d '' kv; do
-  [[ "$kv" == ETCD_* || "$kv" == PATH=* || "$kv" == JAVA_HOME=* ]] && envs+=("$kv")
-done <"/proc/$PID/environ"
+# the daemon's whole environment: its settings, and what its Java needs to start (library paths)
+mapfile -d '' envs <"/proc/$PID/environ"
 # the client JVM starts fast and small: it reads etcd once
-exec nsenter -t "$PID" -m -n -- env -i "${envs[@]}" "$java" -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xss512k \
+# -p too: the plugin's /proc shows only its own PID namespace, and Java finds its libraries through /proc/self/exe
+exec nsenter -t "$PID" -m -n -p -- env -i "${envs[@]}" "$java" -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xss512k \
   -jar "$jar" status "${ARGS[@]}"
