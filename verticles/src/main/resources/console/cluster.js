@@ -75,7 +75,7 @@
     };
     ws.onmessage = (ev) => {
       const f = JSON.parse(typeof ev.data === 'string' ? ev.data : utf8.decode(ev.data));
-      if (f.type === 'rec' && f.address === 'console.cluster') requestAnimationFrame(() => draw(f.body));
+      if (f.type === 'rec' && f.address === 'console.cluster') draw(f.body); // at most one a second
       else if (f.type === 'err') $('status').textContent = 'bridge error: ' + f.message;
     };
     ws.onclose = () => {

@@ -57,12 +57,20 @@
     schedule();
   }
 
+  // A frame renders the next batch; a timer does when no frame comes (a hidden tab, or a headless
+  // browser on a busy machine, runs no animation frames), so a backlog never waits for the next message.
   function schedule() {
-    if (!state.scheduled) { state.scheduled = true; requestAnimationFrame(render); }
+    if (!state.scheduled) {
+      state.scheduled = true;
+      requestAnimationFrame(render);
+      state.timer = setTimeout(render, 250);
+    }
   }
 
   function render() {
+    if (!state.scheduled) return; // the other trigger rendered it
     state.scheduled = false;
+    clearTimeout(state.timer);
     for (const a of ADDRESSES) {
       const c = $('count-' + a.replace(/\./g, '-')); c.textContent = a.replace('console.', '') + ': ' + state.counts[a];
       c.className = state.address === a ? 'sel' : '';
