@@ -62,8 +62,8 @@ class DaemonIT {
         Arguments.of("NETWORK_SUBNET_SIZE", "12", "must not be shorter than the prefix of every AVAILABLE_SUBNETS block"),
         Arguments.of("DEFAULT_HOST_SUBNET_SIZE", "20", "must be longer than NETWORK_SUBNET_SIZE"),
         Arguments.of("VNI_START", "many", "must be an integer"),
-        Arguments.of("DEFAULT_FLANNEL_OPTIONS", "-iface=eth0,-ip-masq", "unknown flag -ip-masq"),
-        Arguments.of("ETCD_ENDPOINTS", "etcd:2379", "must start with http:// or https://"),
+        Arguments.of("DEFAULT_FLANNEL_OPTIONS", "-iface=eth0,-kube-subnet-mgr", "not Kubernetes"),
+        Arguments.of("ETCD_ENDPOINTS", "ftp://etcd:2379", "must start with http:// or https://"),
         Arguments.of("DNS_DOCKER_COMPATIBILITY_MODE", "yes", "must be true or false"));
   }
 
